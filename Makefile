@@ -1,0 +1,32 @@
+# Every target sets itself up on a fresh machine: it creates .venv and installs the pinned stack.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: setup demo dev test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/market-etl demo
+
+dev: setup
+	$(BIN)/market-etl init-home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/market-etl bench
+
+clean:
+	rm -rf $(VENV) data .dagster_home

@@ -1,0 +1,48 @@
+"""`market-etl`: the project's command line (mirror, demo, init-home)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _init_home(args) -> int:
+    from market_etl.instance import get_instance
+    from market_etl.settings import Settings
+
+    instance = get_instance(Settings.from_env())
+    print(f"DAGSTER_HOME ready: {instance.root_directory}")
+    return 0
+
+
+def _demo(args) -> int:
+    from market_etl.demo import run_demo
+
+    return run_demo(trades_per_day=args.trades_per_day, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from market_etl.mirror import cli as mirror_cli
+
+    parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    mirror_cli.register(sub)
+
+    demo = sub.add_parser("demo", help="run the pipeline end to end on a generated local mirror")
+    demo.add_argument("--trades-per-day", type=int, default=2000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
+
+    home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
+    home.set_defaults(func=_init_home)
+    return parser
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

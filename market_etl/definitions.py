@@ -1,0 +1,24 @@
+"""The code location `dagster dev` loads (see workspace.yaml).
+
+Built lazily by Dagster, so settings are read when the location loads, not at import.
+"""
+
+import dagster as dg
+
+from market_etl.defs.assets import build_lake_assets
+from market_etl.defs.partitions import trade_partitions
+from market_etl.resources import build_resources
+from market_etl.settings import Settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = trade_partitions(settings)
+    return dg.Definitions(
+        assets=build_lake_assets(partitions),
+        resources=build_resources(settings),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

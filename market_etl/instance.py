@@ -1,0 +1,39 @@
+"""The local Dagster instance (DAGSTER_HOME): created from the shipped dagster.yaml, pools limited from settings."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from market_etl.settings import Settings
+
+SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+DEFAULT_HOME = ".dagster_home"
+
+
+def ensure_dagster_home() -> Path:
+    """Point DAGSTER_HOME at a directory with a dagster.yaml (Dagster warns on every command otherwise)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(SHIPPED_DAGSTER_YAML, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def pool_limits(settings: Settings) -> dict[str, int]:
+    from market_etl.defs.partitions import DOWNLOAD_POOL
+
+    return {DOWNLOAD_POOL: settings.download_concurrency}
+
+
+def get_instance(settings: Settings):
+    """The persistent instance, with pool limits applied (idempotent)."""
+    import dagster as dg
+
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    for pool, limit in pool_limits(settings).items():
+        instance.event_log_storage.set_concurrency_slots(pool, limit)
+    return instance

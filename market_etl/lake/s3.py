@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import io
+from typing import BinaryIO, Iterator
+
+from market_etl.core.multipart import MIN_PART_SIZE, next_part_size, part_size_for
+from market_etl.lake.base import META_SUFFIX, Lake, LakeWriter, ObjectInfo
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    rest = url[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in lake URL {url!r}: expected s3://bucket/prefix")
+    return bucket, prefix.strip("/")
+
+
+def s3_client(endpoint_url: str | None = None, region: str | None = None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+class _S3Writer(LakeWriter):
+    """A multipart upload; memory is bounded by one part buffer."""
+
+    def __init__(self, client, bucket: str, key: str, expected_size: int | None) -> None:
+        super().__init__()
+        self.client, self.bucket, self.key = client, bucket, key
+        self.part_size = part_size_for(expected_size)
+        self._buffer = bytearray()
+        self._parts: list[dict] = []
+        self._upload_id: str | None = None
+
+    def _start(self) -> None:
+        resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
+        self._upload_id = resp["UploadId"]
+
+    def _flush_part(self, data: bytes | bytearray | memoryview) -> None:
+        if self._upload_id is None:
+            self._start()
+        number = len(self._parts) + 1
+        resp = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=bytes(data)
+        )
+        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+        self.part_size = next_part_size(self.part_size, len(self._parts))
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._buffer += data
+        self.bytes_written += len(data)
+        while len(self._buffer) >= self.part_size:
+            chunk = self._buffer[: self.part_size]
+            self._flush_part(chunk)
+            del self._buffer[: len(chunk)]
+
+    def _commit(self) -> None:
+        try:
+            if self._upload_id is None:
+                # Below one part: a single PUT is atomic by itself.
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer))
+                return
+            if self._buffer:
+                self._flush_part(self._buffer)
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._buffer = bytearray()
+
+    def _abort(self) -> None:
+        self._buffer = bytearray()
+        if self._upload_id is not None:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+            self._upload_id = None
+
+
+class _S3Reader(io.RawIOBase):
+    """Seekable reader: streams from the current offset, reopening with a Range GET after a seek."""
+
+    def __init__(self, client, bucket: str, key: str, size: int) -> None:
+        self.client, self.bucket, self.key, self.size = client, bucket, key, size
+        self.pos = 0
+        self._body = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        new = {io.SEEK_SET: offset, io.SEEK_CUR: self.pos + offset, io.SEEK_END: self.size + offset}[whence]
+        if new != self.pos:
+            self._close_body()
+            self.pos = max(0, new)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        if self.pos >= self.size:
+            return 0
+        if self._body is None:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-")
+            self._body = resp["Body"]
+        data = self._body.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.pos += n
+        return n
+
+    def _close_body(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        self._close_body()
+        super().close()
+
+
+class S3Lake(Lake):
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                 region: str | None = None, client=None) -> None:
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = client or s3_client(endpoint_url, region)
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    def object_key(self, key: str) -> str:
+        if ".." in key.split("/"):
+            raise ValueError(f"key {key!r} escapes the lake root")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _relative(self, object_key: str) -> str:
+        return object_key[len(self.prefix) + 1:] if self.prefix else object_key
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self.object_key(key)}"
+
+    def info(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(key, head["ContentLength"])
+
+    def writer(self, key: str, expected_size: int | None = None) -> LakeWriter:
+        return _S3Writer(self.client, self.bucket, self.object_key(key), expected_size)
+
+    def open_read(self, key: str) -> BinaryIO:
+        info = self.info(key)
+        if info is None:
+            raise FileNotFoundError(self.uri(key))
+        return io.BufferedReader(_S3Reader(self.client, self.bucket, self.object_key(key), info.size),
+                                 buffer_size=MIN_PART_SIZE // 5)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        if self.info(key) is None:
+            return None
+        return self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"].read()
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.object_key(prefix)):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith(META_SUFFIX):
+                    continue
+                yield ObjectInfo(self._relative(obj["Key"]), obj["Size"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def pending_writes(self, prefix: str = "") -> list[str]:
+        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.object_key(prefix))
+        return sorted(self._relative(u["Key"]) for u in resp.get("Uploads", []))

@@ -1,0 +1,63 @@
+"""All configuration, from environment variables with defaults.
+
+Read when resources and definitions are built (never at import), so tests and
+tools can set the environment first. These names are the public interface
+documented in the README.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from market_etl.core.keys import parse_symbols, validate_month
+
+RUNTIMES = ("local", "aws")
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime: str = "local"
+    lake: str = "./data/lake"
+    base_url: str = "https://data.binance.vision"
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
+    first_month: str = "2025-07"
+    download_concurrency: int = 2
+    allow_missing_checksum: bool = False
+    http_timeout_seconds: float = 30.0
+    http_attempts: int = 5
+    retry_backoff_seconds: float = 1.0
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        runtime = env.get("MARKET_ETL_RUNTIME", "local").strip().lower()
+        if runtime not in RUNTIMES:
+            raise ValueError(f"MARKET_ETL_RUNTIME={runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        lake = env.get("MARKET_ETL_LAKE", "./data/lake").strip()
+        if runtime == "aws" and not lake.startswith("s3://"):
+            raise ValueError("MARKET_ETL_RUNTIME=aws needs MARKET_ETL_LAKE=s3://bucket/prefix")
+        if not lake.startswith("s3://"):
+            lake = str(Path(lake).expanduser().resolve())
+        return cls(
+            runtime=runtime,
+            lake=lake,
+            base_url=env.get("BINANCE_BASE_URL", "https://data.binance.vision").rstrip("/"),
+            symbols=parse_symbols(env.get("MARKET_ETL_SYMBOLS", "BTCUSDT,ETHUSDT,BNBUSDT")),
+            first_month=validate_month(env.get("MARKET_ETL_FIRST_MONTH", "2025-07").strip()),
+            download_concurrency=int(env.get("MARKET_ETL_DOWNLOAD_CONCURRENCY", "2")),
+            allow_missing_checksum=_flag(env.get("MARKET_ETL_ALLOW_MISSING_CHECKSUM", "0")),
+            http_timeout_seconds=float(env.get("MARKET_ETL_HTTP_TIMEOUT", "30")),
+            http_attempts=int(env.get("MARKET_ETL_HTTP_ATTEMPTS", "5")),
+            retry_backoff_seconds=float(env.get("MARKET_ETL_RETRY_BACKOFF", "1.0")),
+            s3_endpoint_url=env.get("MARKET_ETL_S3_ENDPOINT_URL") or None,
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        )
