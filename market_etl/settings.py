@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from market_etl.core.keys import parse_symbols, validate_month
+from market_etl.core.listing import DEFAULT_LISTING_URL
 
 RUNTIMES = ("local", "aws")
 
@@ -34,6 +35,9 @@ class Settings:
     retry_backoff_seconds: float = 1.0
     s3_endpoint_url: str | None = None
     aws_region: str | None = None
+    listing_url: str = DEFAULT_LISTING_URL
+    sensor_interval_seconds: int = 6 * 3600
+    auto_ingest: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -60,4 +64,7 @@ class Settings:
             retry_backoff_seconds=float(env.get("MARKET_ETL_RETRY_BACKOFF", "1.0")),
             s3_endpoint_url=env.get("MARKET_ETL_S3_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            listing_url=env.get("BINANCE_LISTING_URL", DEFAULT_LISTING_URL).rstrip("/"),
+            sensor_interval_seconds=int(env.get("MARKET_ETL_SENSOR_INTERVAL", str(6 * 3600))),
+            auto_ingest=_flag(env.get("MARKET_ETL_AUTO_INGEST", "0")),
         )
