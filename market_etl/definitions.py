@@ -7,6 +7,7 @@ import dagster as dg
 
 from market_etl.defs.assets import build_lake_assets
 from market_etl.defs.partitions import trade_partitions
+from market_etl.defs.sensors import build_sensors
 from market_etl.resources import build_resources
 from market_etl.settings import Settings
 
@@ -16,6 +17,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_lake_assets(partitions),
         resources=build_resources(settings),
+        sensors=build_sensors(settings, partitions),
     )
 
 
