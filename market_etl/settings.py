@@ -21,6 +21,13 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _bucket_of(lake: str) -> str | None:
+    """The bucket of an s3:// lake URL; None for a local lake."""
+    if not lake.startswith("s3://"):
+        return None
+    return lake[len("s3://"):].split("/", 1)[0]
+
+
 @dataclass(frozen=True)
 class Settings:
     runtime: str = "local"
@@ -38,6 +45,8 @@ class Settings:
     listing_url: str = DEFAULT_LISTING_URL
     sensor_interval_seconds: int = 6 * 3600
     auto_ingest: bool = False
+    pipes_bucket: str | None = None
+    glue_job_prefix: str = "market-etl-"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -67,4 +76,7 @@ class Settings:
             listing_url=env.get("BINANCE_LISTING_URL", DEFAULT_LISTING_URL).rstrip("/"),
             sensor_interval_seconds=int(env.get("MARKET_ETL_SENSOR_INTERVAL", str(6 * 3600))),
             auto_ingest=_flag(env.get("MARKET_ETL_AUTO_INGEST", "0")),
+            # aws runtime: Pipes context/messages go to s3://<pipes bucket>/pipes/ (default: the lake's bucket).
+            pipes_bucket=env.get("MARKET_ETL_PIPES_BUCKET") or _bucket_of(lake),
+            glue_job_prefix=env.get("MARKET_ETL_GLUE_JOB_PREFIX", "market-etl-").strip(),
         )

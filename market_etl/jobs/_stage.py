@@ -17,13 +17,26 @@ from market_etl.core.keys import TradePartition
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    # No abbreviations: an unknown Glue argument must never be taken for a prefix of one of ours.
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument("--symbol", required=True)
     parser.add_argument("--month", required=True, help="YYYY-MM")
     parser.add_argument("--lake", required=True, help="lake root: a directory or s3://bucket/prefix")
     parser.add_argument("--s3-endpoint-url", default=None)
     parser.add_argument("--aws-region", default=None)
     return parser
+
+
+def _bool_value(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value == "true"
+
+
+def flag_argument(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """A boolean flag that reads `--name` (local) and `--name true|false` (Glue passes every argument with a value)."""
+    parser.add_argument(name, nargs="?", const=True, default=False, type=_bool_value, help=help)
 
 
 def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
@@ -34,8 +47,14 @@ def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
 
 
 def open_stage_pipes(argv: Sequence[str] | None = None):
+    """Pipes over env vars (local subprocess), or over S3 when Glue passes `--dagster-pipes-context`.
+
+    The Glue branch matches `GlueStageLauncher`: `PipesS3ContextInjector` + `PipesS3MessageReader`
+    on the Dagster side. Its S3 client takes the endpoint from AWS's standard settings
+    (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, honoured by boto3), unset on real Glue.
+    """
     argv = sys.argv[1:] if argv is None else argv
-    if any(a.startswith("--dagster-pipes-context") for a in argv):
+    if "--dagster-pipes-context" in argv:
         import boto3
         from dagster_pipes import PipesCliArgsParamsLoader, PipesS3ContextLoader, PipesS3MessageWriter
 
@@ -48,4 +67,4 @@ def open_stage_pipes(argv: Sequence[str] | None = None):
     return open_dagster_pipes()
 
 
-__all__ = ["PipesContext", "open_stage_pipes", "parse_stage_args", "stage_parser"]
+__all__ = ["PipesContext", "flag_argument", "open_stage_pipes", "parse_stage_args", "stage_parser"]

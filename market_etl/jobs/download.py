@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from market_etl.core.download import RetryPolicy, download_archive
-from market_etl.jobs._stage import open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.jobs._stage import flag_argument, open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
 
 
 def main(argv=None) -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--allow-missing-checksum", action="store_true")
+    flag_argument(parser, "--allow-missing-checksum",
+                  help="accept an archive whose .CHECKSUM is missing upstream (reported as a WARN check)")
     parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, seconds")
     parser.add_argument("--attempts", type=int, default=5)
     parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")

@@ -1,7 +1,7 @@
 """Resources for each runtime: the same keys, swappable implementations, chosen in one place."""
 
 from market_etl.resources.lake import BinanceSource, LakeResource
-from market_etl.resources.stages import LocalStageLauncher
+from market_etl.resources.stages import GlueStageLauncher, LocalStageLauncher, glue_job_names
 from market_etl.settings import Settings
 
 
@@ -17,6 +17,14 @@ def build_resources(settings: Settings) -> dict:
     )
     if settings.runtime == "local":
         return {"lake": lake, "binance": binance, "stages": LocalStageLauncher()}
-    raise NotImplementedError(
-        "MARKET_ETL_RUNTIME=aws: the Glue stage launcher is not wired yet; use the local runtime"
+    return {"lake": lake, "binance": binance, "stages": glue_stage_launcher(settings)}
+
+
+def glue_stage_launcher(settings: Settings) -> GlueStageLauncher:
+    """The aws runtime's stages: the Glue jobs `<MARKET_ETL_GLUE_JOB_PREFIX><stage>`, Pipes through S3."""
+    return GlueStageLauncher(
+        job_names=glue_job_names(settings.glue_job_prefix),
+        pipes_bucket=settings.pipes_bucket,
+        region=settings.aws_region,
+        s3_endpoint_url=settings.s3_endpoint_url,
     )

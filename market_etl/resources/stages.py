@@ -1,13 +1,19 @@
 """Stage launchers: run a stage entry point for one partition, through Dagster Pipes.
 
-Both launchers take the same call; asset bodies never know which one they got.
+Both launchers take the same call; asset bodies never know which one they got:
+`LocalStageLauncher` (subprocess) for the local runtime, `GlueStageLauncher` for aws.
 """
 
 import sys
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
+import boto3
 import dagster as dg
-from dagster import PipesSubprocessClient
+from dagster import DagsterEventType, PipesSubprocessClient
+from dagster._core.errors import DagsterPipesExecutionError
+from dagster_aws.pipes import PipesGlueClient, PipesS3ContextInjector, PipesS3MessageReader
+from dagster_pipes import PipesParams
 
 from market_etl.core.keys import TradePartition
 
@@ -39,4 +45,112 @@ class LocalStageLauncher(StageLauncher):
     def run(self, context: dg.AssetExecutionContext, stage: str, args: Sequence[str]):
         command = [self.python_executable, "-m", stage_module(stage), *args]
         context.log.info(f"stage {stage}: {' '.join(command)}")
-        return PipesSubprocessClient().run(context=context, command=command)
+        try:
+            return PipesSubprocessClient().run(context=context, command=command)
+        except DagsterPipesExecutionError as err:
+            raise stage_failure(context, stage, err) from err
+
+
+def stage_failure(context: dg.AssetExecutionContext, stage: str, err: Exception) -> dg.Failure:
+    """Put the stage's own error message (reported through Pipes) into the step failure.
+
+    Pipes records the external exception as an engine event and the client raises a bare
+    "failed with code N"; users should read the real reason where the failure is shown.
+    """
+    reason = str(err)
+    records = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+    for record in reversed(records):
+        event = record.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        if error is not None and "closed with exception" in (event.message or ""):
+            reason = error.message.strip()
+            break
+    return dg.Failure(description=f"stage '{stage}' failed: {reason}")
+
+
+DEFAULT_GLUE_JOB_PREFIX = "market-etl-"
+
+
+def glue_job_names(prefix: str = DEFAULT_GLUE_JOB_PREFIX) -> dict[str, str]:
+    """The Glue job of each stage: `<prefix><stage>` (terraform/glue_jobs.tf creates `market-etl-*`)."""
+    return {stage: f"{prefix}{stage}" for stage in STAGES}
+
+
+def glue_arguments(args: Sequence[str]) -> dict[str, str]:
+    """Our stage argument list as Glue's `Arguments` map: `["--k", "v", "--flag"]` -> `{"--k": "v", "--flag": "true"}`.
+
+    Glue passes every argument as `--name value`, so a bare flag needs a value; the stage
+    parsers read `--flag true` as the flag (see `market_etl.jobs._stage.flag_argument`).
+    """
+    arguments: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        name = args[i]
+        if not name.startswith("--"):
+            raise ValueError(f"stage argument {name!r} is not a --name: cannot pass {list(args)} to Glue")
+        if name in arguments:
+            raise ValueError(f"stage argument {name} given twice: Glue arguments are a map")
+        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+        arguments[name] = args[i + 1] if has_value else "true"
+        i += 2 if has_value else 1
+    return arguments
+
+
+class PipesS3MessageReaderUnderPrefix(PipesS3MessageReader):
+    """`PipesS3MessageReader`, with its message chunks under a key prefix.
+
+    dagster-aws 0.29 writes message chunks at the bucket root (`<random>/<n>.json`);
+    the Glue roles may only write under `pipes/`, where a lifecycle rule expires them.
+    """
+
+    def __init__(self, *, key_prefix: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.key_prefix = key_prefix
+
+    @contextmanager
+    def get_params(self) -> Iterator[PipesParams]:
+        with super().get_params() as params:
+            yield {**params, "key_prefix": f"{self.key_prefix}{params['key_prefix']}"}
+
+
+class GlueStageLauncher(StageLauncher):
+    """Runs stages as AWS Glue jobs (the same `market_etl/jobs/<stage>.py` files) through `PipesGlueClient`.
+
+    Pipes context and messages travel through S3 under `pipes_bucket/pipes_prefix`: Glue's
+    CloudWatch output stream has been measured to drop lines, and check results must arrive.
+    """
+
+    job_names: dict[str, str] = glue_job_names()
+    pipes_bucket: str
+    pipes_prefix: str = "pipes/"
+    region: str | None = None
+    s3_endpoint_url: str | None = None
+    message_poll_seconds: float = 10.0
+
+    def glue_client(self):
+        """The Glue API client that starts and polls job runs (tests substitute a local stand-in)."""
+        return boto3.client("glue", region_name=self.region)
+
+    def s3_client(self):
+        return boto3.client("s3", region_name=self.region, endpoint_url=self.s3_endpoint_url)
+
+    def pipes_client(self) -> PipesGlueClient:
+        s3 = self.s3_client()
+        return PipesGlueClient(
+            client=self.glue_client(),
+            context_injector=PipesS3ContextInjector(bucket=self.pipes_bucket, client=s3,
+                                                    key_prefix=self.pipes_prefix),
+            message_reader=PipesS3MessageReaderUnderPrefix(
+                bucket=self.pipes_bucket, client=s3, key_prefix=self.pipes_prefix,
+                interval=self.message_poll_seconds,
+            ),
+        )
+
+    def run(self, context: dg.AssetExecutionContext, stage: str, args: Sequence[str]):
+        stage_module(stage)  # validates the stage name
+        job_name = self.job_names[stage]
+        arguments = glue_arguments(args)
+        context.log.info(f"stage {stage}: Glue job {job_name} {arguments}")
+        return self.pipes_client().run(
+            context=context, start_job_run_params={"JobName": job_name, "Arguments": arguments},
+        )

@@ -1,0 +1,222 @@
+"""The aws runtime end to end without AWS: Dagster -> PipesGlueClient -> a Glue stand-in -> the job scripts.
+
+Real parts: real Dagster runs with the aws runtime's resources (S3 lake, `GlueStageLauncher`,
+`PipesS3ContextInjector`, S3 message reader), moto's S3 and Glue APIs on loopback, the
+Binance mirror over HTTP, and the stage scripts uploaded to moto's S3 and run as local
+processes by `market_etl_tests.fake_glue.LocalGlue` (test code; see its docstring for what it
+does and does not simulate). Pipes context and messages travel through moto's S3: the test
+checks that the check results arrived that way and not over the job's stdout.
+"""
+import ast
+import hashlib
+import json
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.definitions import build_definitions
+from market_etl.jobs._stage import flag_argument, parse_stage_args, stage_parser
+from market_etl.mirror.generate import generate_mirror
+from market_etl.mirror.server import MirrorServer
+from market_etl.resources import build_resources
+from market_etl.resources.stages import GlueStageLauncher, glue_arguments
+from market_etl.settings import Settings
+from market_etl_tests.fake_glue import REPO_ROOT, StandInGlueLauncher, deploy_stage_jobs
+
+REGION = "us-east-1"
+SYMBOL, MONTH = "BTCUSDT", "2025-07"
+PARTITION = TradePartition(SYMBOL, MONTH)
+RAW = dg.AssetKey(["raw", "trades_zip"])
+# The chain one partition goes through on Glue, in order; each stage's asset joins as it lands.
+PIPELINE = [RAW]
+# Download and unzip run as Glue Python shell jobs: Python 3.9 only.
+PYTHON_SHELL_MODULES = ["market_etl/jobs/download.py", "market_etl/jobs/_stage.py"]
+
+
+@pytest.fixture(scope="module")
+def mirror_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirror")
+    return root, generate_mirror(root, [SYMBOL], [MONTH], trades_per_day=20, seed=11)[0]
+
+
+@pytest.fixture(scope="module")
+def mirror(mirror_root):
+    with MirrorServer(mirror_root[0]) as server:
+        yield server
+
+
+@pytest.fixture
+def aws(moto_endpoint, s3_bucket, mirror, tmp_path):
+    """The aws runtime's settings on moto, with the stage jobs deployed, and its Glue stand-in launcher."""
+    deploy_stage_jobs(moto_endpoint, s3_bucket, REGION)
+    env = {
+        "MARKET_ETL_RUNTIME": "aws", "MARKET_ETL_LAKE": f"s3://{s3_bucket}/",
+        "MARKET_ETL_S3_ENDPOINT_URL": moto_endpoint, "AWS_REGION": REGION,
+        "BINANCE_BASE_URL": mirror.base_url, "MARKET_ETL_SYMBOLS": SYMBOL, "MARKET_ETL_FIRST_MONTH": MONTH,
+        "MARKET_ETL_RETRY_BACKOFF": "0.01", "MARKET_ETL_HTTP_ATTEMPTS": "2",
+    }
+    settings = Settings.from_env(env)
+    production = build_resources(settings)["stages"]
+    launcher = StandInGlueLauncher(**{**production.model_dump(), "message_poll_seconds": 1.0},
+                                   moto_endpoint=moto_endpoint, work_dir=str(tmp_path / "glue"))
+    yield settings, launcher, env
+    mirror.clear_faults()
+
+
+def _materialize(settings, launcher, instance, assets):
+    """One run of the aws runtime's definitions, its `stages` resource swapped for the stand-in launcher."""
+    defs = build_definitions(settings)
+    defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
+                          resources={**defs.resources, "stages": launcher})
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(partition_key=PARTITION.dagster_key(), instance=instance,
+                                  asset_selection=assets, raise_on_error=False)
+
+
+def _metadata(result, key):
+    [mat] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+             if e.event_specific_data.materialization.asset_key == key]
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def _checks(result):
+    return {(c.asset_key, c.check_name): c for c in
+            (e.event_specific_data for e in result.all_events
+             if e.event_type_value == "ASSET_CHECK_EVALUATION")}
+
+
+def _pipes_messages(endpoint, bucket) -> list[dict]:
+    """Every Pipes message the jobs wrote to S3 (chunks under pipes/<run prefix>/<n>.json)."""
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="pipes/").get("Contents", [])]
+    chunks = [s3.get_object(Bucket=bucket, Key=k)["Body"].read().decode() for k in keys
+              if k.endswith(".json") and not k.endswith("context.json")]
+    return [json.loads(line) for chunk in chunks for line in chunk.splitlines() if line]
+
+
+def test_one_partition_through_glue_and_moto(aws, moto_endpoint, s3_bucket, mirror_root):
+    settings, launcher, _env = aws
+    generated = mirror_root[1]
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, launcher, instance, PIPELINE)
+    assert result.success
+
+    # raw/: the archive in the moto bucket, byte for byte the mirror's.
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    raw_key = lake_key(Zone.RAW, PARTITION)
+    body = s3.get_object(Bucket=s3_bucket, Key=raw_key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == generated.sha256
+    raw = _metadata(result, RAW)
+    assert raw["status"] == "downloaded" and raw["sha256"] == generated.sha256
+    assert raw["lake_uri"] == f"s3://{s3_bucket}/{raw_key}"
+    assert raw["AWS Glue Job Name"] == "market-etl-download"
+
+    # Each stage ran as a run of its Glue job (moto's Glue recorded it).
+    glue = boto3.client("glue", endpoint_url=moto_endpoint, region_name=REGION)
+    for job_name in ("market-etl-download",):
+        [run] = glue.get_job_runs(JobName=job_name)["JobRuns"]
+        assert run["Arguments"]["--symbol"] == SYMBOL and run["Arguments"]["--month"] == MONTH
+
+    # Check results came back through Pipes messages on S3, not over the jobs' stdout.
+    checks = _checks(result)
+    assert checks[(RAW, "checksum_verified")].passed
+    s3_checks = {m["params"]["check_name"] for m in _pipes_messages(moto_endpoint, s3_bucket)
+                 if m["method"] == "report_asset_check"}
+    assert {name for _key, name in checks} <= s3_checks
+    outputs = list(Path(launcher.work_dir).glob("*/output.log"))
+    assert len(outputs) == len(PIPELINE)
+    assert not any("__dagster_pipes_version" in p.read_text() for p in outputs)
+
+
+def test_missing_checksum_opt_in_reaches_the_glue_job_as_an_argument(aws, moto_endpoint, mirror):
+    """`--allow-missing-checksum` travels to Glue as `"true"`; the job accepts and reports a WARN check."""
+    _settings, launcher, env = aws
+    settings = Settings.from_env({**env, "MARKET_ETL_ALLOW_MISSING_CHECKSUM": "1"})
+    mirror.set_fault(f"{SYMBOL}-trades-{MONTH}.zip", "missing_checksum")
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, launcher, instance, [RAW])
+    assert result.success
+    check = _checks(result)[(RAW, "checksum_verified")]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_failed_glue_job_fails_the_step_with_the_jobs_error(aws, mirror):
+    settings, launcher, _env = aws
+    mirror.set_fault(f"{SYMBOL}-trades-{MONTH}.zip", "not_found")
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, launcher, instance, [RAW])
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "not published yet" in str(failure.event_specific_data.error)
+
+
+def test_aws_runtime_builds_the_glue_launcher_from_settings():
+    settings = Settings.from_env({"MARKET_ETL_RUNTIME": "aws", "MARKET_ETL_LAKE": "s3://the-lake/",
+                                  "MARKET_ETL_GLUE_JOB_PREFIX": "staging-etl-", "AWS_REGION": "eu-west-1"})
+    stages = build_resources(settings)["stages"]
+    assert isinstance(stages, GlueStageLauncher)
+    assert stages.job_names == {"download": "staging-etl-download", "unzip": "staging-etl-unzip",
+                                "etl": "staging-etl-etl"}
+    assert (stages.pipes_bucket, stages.pipes_prefix, stages.region) == ("the-lake", "pipes/", "eu-west-1")
+    other = Settings.from_env({"MARKET_ETL_RUNTIME": "aws", "MARKET_ETL_LAKE": "s3://the-lake/",
+                               "MARKET_ETL_PIPES_BUCKET": "pipes-bucket"})
+    assert build_resources(other)["stages"].pipes_bucket == "pipes-bucket"
+
+
+def test_stage_arguments_become_glue_arguments_the_stage_parses_back():
+    args = ["--symbol", SYMBOL, "--month", MONTH, "--lake", "s3://b/", "--base-url", "http://m",
+            "--allow-missing-checksum", "--timeout", "3"]
+    arguments = glue_arguments(args)
+    assert arguments == {"--symbol": SYMBOL, "--month": MONTH, "--lake": "s3://b/", "--base-url": "http://m",
+                         "--allow-missing-checksum": "true", "--timeout": "3"}
+    parser = stage_parser("test")
+    flag_argument(parser, "--allow-missing-checksum", help="")
+    parser.add_argument("--base-url")
+    parser.add_argument("--timeout", type=float)
+    # What Glue hands the script: every pair, plus its own arguments.
+    argv = [t for pair in arguments.items() for t in pair] + ["--JOB_RUN_ID", "jr_1", "--TempDir", "s3://t/"]
+    parsed = parse_stage_args(parser, argv)
+    assert parsed.allow_missing_checksum is True and parsed.timeout == 3.0 and parsed.lake == "s3://b/"
+    assert parsed.partition == PARTITION
+    glue_false = {**arguments, "--allow-missing-checksum": "false"}
+    assert not parse_stage_args(parser, [t for pair in glue_false.items() for t in pair]).allow_missing_checksum
+    assert parse_stage_args(parser, args).allow_missing_checksum is True  # local: a bare flag
+    assert parse_stage_args(parser, args[:-3] + args[-2:]).allow_missing_checksum is False
+    with pytest.raises(ValueError, match="given twice"):
+        glue_arguments(["--symbol", "A", "--symbol", "B"])
+
+
+@pytest.mark.parametrize("path", PYTHON_SHELL_MODULES)
+def test_python_shell_stage_code_parses_as_python_3_9(path):
+    """Glue Python shell runs 3.9: the stage scripts and every market_etl module they import must parse as 3.9."""
+    for module in _market_etl_closure(REPO_ROOT / path):
+        ast.parse(module.read_text(), filename=str(module), feature_version=(3, 9))
+
+
+def _market_etl_closure(script: Path) -> set[Path]:
+    """`script` and the market_etl modules it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                if name.split(".")[0] == "market_etl":
+                    todo.extend(_module_files(name))
+    return seen
+
+
+def _module_files(name: str) -> list[Path]:
+    base = REPO_ROOT.joinpath(*name.split("."))
+    parts = name.split(".")
+    files = [REPO_ROOT.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
+    files.append(base.with_suffix(".py"))
+    return [f for f in files if f.exists()]
