@@ -1,0 +1,112 @@
+"""The raw zone's download against the real loopback mirror (RELIABILITY cases 1-6 and 8)."""
+import pytest
+
+from market_etl.core.download import (
+    ChecksumMismatch, ChecksumMissing, DownloadError, NotPublished, RetryPolicy, download_archive,
+)
+from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.mirror.generate import generate_month
+from market_etl.mirror.server import MirrorServer
+
+PART = TradePartition("BTCUSDT", "2025-07")
+ZIP = "BTCUSDT-trades-2025-07.zip"
+FAST = RetryPolicy(attempts=3, backoff_seconds=0.01)
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    generated = generate_month(tmp_path / "mirror", PART.symbol, PART.month, trades_per_day=200, seed=1)
+    with MirrorServer(tmp_path / "mirror") as server:
+        server.generated = generated
+        yield server
+
+
+def _download(mirror, lake, **kwargs):
+    kwargs.setdefault("policy", FAST)
+    kwargs.setdefault("timeout", (2.0, 2.0))
+    return download_archive(PART, mirror.base_url, lake, **kwargs)
+
+
+def _raw_objects(lake):
+    return [o.key for o in lake.list("raw/")]
+
+
+def test_downloads_and_verifies(mirror, any_lake):
+    result = _download(mirror, any_lake)
+    assert result.status == "downloaded"
+    assert result.sha256 == mirror.generated.sha256
+    assert result.bytes == mirror.generated.zip_path.stat().st_size
+    assert result.last_modified
+    key = lake_key(Zone.RAW, PART)
+    assert _raw_objects(any_lake) == [key]
+    with any_lake.open_read(key) as f:
+        assert f.read() == mirror.generated.zip_path.read_bytes()
+    assert any_lake.read_meta(key)["sha256"] == mirror.generated.sha256
+
+
+def test_retries_5xx_then_succeeds(mirror, any_lake):
+    mirror.set_fault(ZIP, "status", status=503, times=2)
+    result = _download(mirror, any_lake)
+    assert result.attempts == 3
+    assert _raw_objects(any_lake) == [lake_key(Zone.RAW, PART)]
+    assert mirror.count(ZIP) == 3
+
+
+def test_not_published_fails_fast_and_writes_nothing(mirror, any_lake):
+    mirror.set_fault(ZIP, "not_found")
+    with pytest.raises(NotPublished, match="not published yet"):
+        _download(mirror, any_lake)
+    assert _raw_objects(any_lake) == []
+    assert mirror.count(ZIP) <= 1  # one HEAD to tell "not published" from "checksum missing"; no retry storm
+
+
+def test_truncated_body_leaves_nothing_then_retry_succeeds(mirror, any_lake):
+    mirror.set_fault(ZIP, "truncate", after_bytes=1000, times=1)
+    result = _download(mirror, any_lake)
+    assert result.attempts == 2 and result.sha256 == mirror.generated.sha256
+    assert any_lake.pending_writes() == []
+
+
+def test_truncated_every_time_fails_visibly_with_nothing_left(mirror, any_lake):
+    mirror.set_fault(ZIP, "truncate", after_bytes=1000)
+    with pytest.raises(DownloadError, match="giving up after 3 attempts"):
+        _download(mirror, any_lake)
+    assert _raw_objects(any_lake) == [] and any_lake.pending_writes() == []
+
+
+def test_checksum_mismatch_names_both_digests(mirror, any_lake):
+    mirror.set_fault(ZIP + ".CHECKSUM", "wrong_checksum")
+    with pytest.raises(ChecksumMismatch) as err:
+        _download(mirror, any_lake)
+    assert mirror.generated.sha256 in str(err.value)  # the digest of what arrived
+    assert str(err.value).count("sha256") >= 1 and "CHECKSUM says" in str(err.value)
+    assert _raw_objects(any_lake) == [] and any_lake.pending_writes() == []
+
+
+def test_missing_checksum_fails_unless_opted_in(mirror, local_lake):
+    mirror.set_fault(ZIP + ".CHECKSUM", "missing_checksum")
+    with pytest.raises(ChecksumMissing, match="MARKET_ETL_ALLOW_MISSING_CHECKSUM"):
+        _download(mirror, local_lake)
+    assert _raw_objects(local_lake) == []
+    result = _download(mirror, local_lake, allow_missing_checksum=True)
+    assert result.status == "downloaded" and result.checksum_verified is False
+
+
+def test_stalled_server_times_out_then_retries(mirror, local_lake):
+    mirror.set_fault(ZIP, "stall", seconds=3, times=1)
+    result = _download(mirror, local_lake, timeout=(2.0, 0.5))
+    assert result.attempts == 2 and result.sha256 == mirror.generated.sha256
+
+
+def test_same_digest_is_skipped_and_republish_replaces(mirror, any_lake, tmp_path):
+    first = _download(mirror, any_lake)
+    again = _download(mirror, any_lake)
+    assert again.status == "up_to_date" and again.attempts == 0 and again.sha256 == first.sha256
+    assert mirror.count(ZIP) == 1  # only the first run fetched the archive
+
+    republished = generate_month(tmp_path / "mirror", PART.symbol, PART.month, trades_per_day=201, seed=1)
+    assert republished.sha256 != first.sha256
+    replaced = _download(mirror, any_lake)
+    assert (replaced.status, replaced.previous_sha256, replaced.sha256) == ("replaced", first.sha256,
+                                                                            republished.sha256)
+    assert any_lake.read_meta(lake_key(Zone.RAW, PART))["previous_sha256"] == first.sha256

@@ -1,0 +1,106 @@
+"""raw/trades_zip through real Dagster runs: the stage subprocess, Pipes metadata, data version, pools (case 7)."""
+import os
+import subprocess
+import sys
+import threading
+
+import dagster as dg
+import pytest
+
+from market_etl.core.keys import TradePartition
+from market_etl.definitions import build_definitions
+from market_etl.mirror.generate import generate_mirror
+from market_etl.mirror.server import MirrorServer
+from market_etl.settings import Settings
+
+RAW = dg.AssetKey(["raw", "trades_zip"])
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+MONTHS = ("2025-07", "2025-08")
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirror")
+    generate_mirror(root, SYMBOLS, MONTHS, trades_per_day=50, seed=3)
+    with MirrorServer(root) as server:
+        yield server
+
+
+def _env(mirror, lake, **extra):
+    return {
+        "BINANCE_BASE_URL": mirror.base_url, "MARKET_ETL_LAKE": str(lake),
+        "MARKET_ETL_SYMBOLS": ",".join(SYMBOLS), "MARKET_ETL_FIRST_MONTH": MONTHS[0],
+        "MARKET_ETL_RETRY_BACKOFF": "0.01", **extra,
+    }
+
+
+def _materialize(settings, partition, instance):
+    defs = build_definitions(settings)
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(partition_key=partition.dagster_key(), instance=instance,
+                                  asset_selection=[RAW], raise_on_error=False)
+
+
+def test_materialization_reports_metadata_and_data_version(mirror, tmp_path):
+    settings = Settings.from_env(_env(mirror, tmp_path / "lake"))
+    partition = TradePartition("ETHUSDT", "2025-08")
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, partition, instance)
+        assert result.success
+        [mat] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        assert meta["status"] == "downloaded" and meta["url"].endswith("ETHUSDT-trades-2025-08.zip")
+        for field in ("bytes", "sha256", "seconds", "mb_per_s", "last_modified"):
+            assert field in meta
+        assert mat.partition == partition.dagster_key()
+        assert mat.tags["dagster/data_version"] == meta["sha256"]
+        [check] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert check.check_name == "checksum_verified" and check.passed
+
+        again = _materialize(settings, partition, instance)
+        [mat2] = [e.event_specific_data.materialization for e in again.get_asset_materialization_events()]
+        assert mat2.metadata["status"].value == "up_to_date"
+
+
+def test_not_published_month_fails_the_run_clearly(mirror, tmp_path):
+    settings = Settings.from_env(_env(mirror, tmp_path / "lake"))
+    mirror.set_fault("BTCUSDT-trades-2025-08.zip", "not_found")
+    try:
+        with dg.instance_for_test() as instance:
+            result = _materialize(settings, TradePartition("BTCUSDT", "2025-08"), instance)
+            assert not result.success
+            [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            assert "not published yet" in str(failure.event_specific_data.error)
+    finally:
+        mirror.clear_faults()
+    assert not (tmp_path / "lake" / "raw").exists() or not any((tmp_path / "lake" / "raw").rglob("*.zip"))
+
+
+def test_concurrent_runs_never_exceed_the_download_pool(mirror, tmp_path):
+    """Case 7: four partitions launched at once with a pool limit of 2.
+
+    Each download stalls long enough that unthrottled runs would overlap 3-4 deep; the pool must
+    cap that at exactly 2 (reaching 2 shows the runs did overlap, so the cap is what held them).
+    """
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, **_env(mirror, tmp_path / "lake", MARKET_ETL_DOWNLOAD_CONCURRENCY="2"),
+           "DAGSTER_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "market_etl.cli", "init-home"], env=env, check=True,
+                   capture_output=True)
+    for symbol in SYMBOLS:
+        for month in MONTHS:
+            mirror.set_fault(f"{symbol}-trades-{month}.zip", "stall", seconds=8.0, times=1)
+    mirror.reset_stats()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "market_etl.definitions",
+             "--select", "raw/trades_zip", "--partition", TradePartition(s, m).dagster_key()],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for s in SYMBOLS for m in MONTHS
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    mirror.clear_faults()
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert sum(mirror.count(f"{s}-trades-{m}.zip") for s in SYMBOLS for m in MONTHS) >= 4
+    assert mirror.max_concurrent == 2
