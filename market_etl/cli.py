@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 
 def _init_home(args) -> int:
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # Dagster flags its own preview internals on every Pipes run; users can do nothing about them.
+    warnings.filterwarnings("ignore", message=".*is currently in preview.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
