@@ -38,7 +38,7 @@ BACKFILL_SECONDS = 420
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 ASSETS_QUERY = """
-{ assetNodes { assetKey { path } isMaterializable isPartitioned
+{ assetNodes { assetKey { path } isMaterializable isPartitioned pools
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }
 """
 LAUNCH_BACKFILL = """
@@ -55,7 +55,7 @@ query ($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
     __typename
     ... on PartitionBackfill {
-      status
+      id status
       error { message }
       assetBackfillData { assetBackfillStatuses {
         ... on AssetPartitionsStatusCounts { assetKey { path } numPartitionsTargeted numPartitionsInProgress
@@ -75,6 +75,18 @@ query ($key: AssetKeyInput!, $partitions: [String!]) {
   }
 }
 """
+BACKFILL_RUNS = """
+query ($backfillId: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $backfillId}]}) {
+    ... on Runs { results { runId status stepStats { stepKey startTime endTime } } }
+  }
+}
+"""
+POOL_LIMIT = """
+query ($pool: String!) {
+  instance { poolConfig { poolGranularity defaultPoolLimit } concurrencyLimit(concurrencyKey: $pool) { slotCount } }
+}
+"""
 CHECK_EXECUTIONS = """
 query ($key: AssetKeyInput!, $check: String!) {
   assetCheckExecutions(assetKey: $key, checkName: $check, limit: 100) {
@@ -89,6 +101,7 @@ class Asset:
     path: tuple[str, ...]
     partitioned: bool
     checks: tuple[tuple[str, bool], ...]  # (name, blocking)
+    pools: tuple[str, ...]
 
     @property
     def key(self) -> dict:
@@ -110,7 +123,8 @@ class GraphQL:
         nodes = self(ASSETS_QUERY)["assetNodes"]
         return [
             Asset(tuple(n["assetKey"]["path"]), n["isPartitioned"],
-                  tuple((c["name"], c["blocking"]) for c in n["assetChecksOrError"].get("checks", [])))
+                  tuple((c["name"], c["blocking"]) for c in n["assetChecksOrError"].get("checks", [])),
+                  tuple(n["pools"]))
             for n in nodes if n["isMaterializable"]
         ]
 
@@ -131,6 +145,23 @@ class GraphQL:
                 return backfill
             time.sleep(3)
         raise AssertionError(f"backfill not finished after {BACKFILL_SECONDS}s: {backfill}")
+
+    def step_intervals(self, backfill_id: str) -> dict[str, list[tuple[float, float]]]:
+        """step key -> (start, end) of every step of the backfill's runs."""
+        runs = self(BACKFILL_RUNS, backfillId=backfill_id)["runsOrError"]["results"]
+        intervals: dict[str, list[tuple[float, float]]] = {}
+        for run in runs:
+            for step in run["stepStats"]:
+                if step["startTime"] and step["endTime"]:
+                    intervals.setdefault(step["stepKey"], []).append((step["startTime"], step["endTime"]))
+        return intervals
+
+    def pool_limit(self, pool: str) -> int:
+        """The limit the running instance enforces: the pool's own, else dagster.yaml's default_limit."""
+        instance = self(POOL_LIMIT, pool=pool)["instance"]
+        assert instance["poolConfig"]["poolGranularity"] == "op", instance
+        own = instance["concurrencyLimit"]["slotCount"]
+        return own if own else instance["poolConfig"]["defaultPoolLimit"]
 
     def materializations(self, asset: Asset, partitions: list[str] | None) -> list[dict]:
         return self(MATERIALIZATIONS, key=asset.key, partitions=partitions)["assetNodeOrError"]["assetMaterializations"]
@@ -235,6 +266,16 @@ def dagster_dev(mirror, tmp_path_factory):
         print(f"dagster dev stopped in {seconds:.1f}s")
 
 
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    # Ends sort before starts at the same instant: a slot freed and taken at once is not an overlap.
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
 def _metadata(materialization: dict) -> dict:
     return {e["label"]: e.get("intValue") for e in materialization["metadataEntries"]}
 
@@ -261,6 +302,14 @@ def test_backfill_of_the_whole_graph_materialises_every_partition_and_check(dags
                 execution = results.get((check, partition))
                 assert execution and execution["evaluation"], (asset.path, check, partition)
                 assert execution["evaluation"]["success"], (asset.path, check, partition, execution)
+
+    # Pools from the shipped dagster.yaml (+ `init-home`): steps of one pool never exceeded its limit.
+    steps = graphql.step_intervals(backfill["id"])
+    for pool in {pool for a in assets for pool in a.pools}:
+        members = [a for a in assets if pool in a.pools]
+        in_pool = [i for a in members for i in steps.get("__".join(a.path), [])]
+        assert len(in_pool) == len(members) * len(CLEAN), (pool, steps)
+        assert _max_overlap(in_pool) <= graphql.pool_limit(pool), (pool, in_pool)
 
     # The flaky archive answered 503 twice: the download stage retried inside the same run.
     [flaky] = graphql.materializations(next(a for a in assets if a.path == ("raw", "trades_zip")),
