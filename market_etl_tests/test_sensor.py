@@ -10,7 +10,7 @@ from market_etl.core.listing import ListingError, list_published_months
 from market_etl.definitions import build_definitions
 from market_etl.defs.assets import RAW_TRADES_ZIP
 from market_etl.defs.sensors import NEW_MONTHS_SENSOR_NAME
-from market_etl.mirror.generate import generate_month, generate_mirror
+from market_etl.mirror.generate import Defects, generate_mirror, generate_month
 from market_etl.mirror.server import MirrorServer
 from market_etl.settings import Settings
 
@@ -148,3 +148,83 @@ def test_tick_fails_visibly_when_no_symbol_can_be_listed(mirror, tmp_path):
         with pytest.raises(Exception, match="no symbol could be listed") as failure:
             sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         assert isinstance(failure.value, ListingError) or isinstance(failure.value.__cause__, ListingError)
+
+
+def _automated(defs: dg.Definitions) -> list[dg.AssetKey]:
+    graph = defs.resolve_asset_graph()
+    return [key for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None]
+
+
+def _downstream(defs: dg.Definitions, root: dg.AssetKey) -> set[dg.AssetKey]:
+    graph = defs.resolve_asset_graph()
+    seen: set[dg.AssetKey] = set()
+    frontier = [root]
+    while frontier:
+        for child in graph.get(frontier.pop()).child_keys:
+            if child not in seen:
+                seen.add(child)
+                frontier.append(child)
+    return seen
+
+
+def _settle(defs: dg.Definitions, instance: dg.DagsterInstance, max_ticks: int = 8) -> set[tuple[dg.AssetKey, str]]:
+    """Tick the automation conditions and run what they request, as the daemon would, until nothing is requested."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    automated = _automated(defs)
+    requested_ever: set[tuple[dg.AssetKey, str]] = set()
+    cursor = None
+    for _ in range(max_ticks):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        requested = {(key, partition) for key in automated for partition in result.get_requested_partitions(key)}
+        if not requested:
+            return requested_ever
+        requested_ever |= requested
+        for partition in sorted({partition for _, partition in requested}):
+            job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
+                                   asset_selection=[key for key, p in requested if p == partition])
+    raise AssertionError(f"automation still requesting after {max_ticks} ticks: {requested}")
+
+
+PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
+BLOCKING_PRICE_CHECK = "positive_prices"
+
+
+def test_downstream_follows_by_automation_and_stops_at_a_failed_blocking_check(tmp_path):
+    """Sensor -> raw for a clean and a bad month; automation then carries the clean month through the whole
+    graph and the bad month up to the asset whose blocking check failed, never past it."""
+    root = tmp_path / "mirror"
+    good, bad = TradePartition("BTCUSDT", "2025-07"), TradePartition("BTCUSDT", "2025-08")
+    generate_month(root, good.symbol, good.month, TRADES_PER_DAY)
+    generate_month(root, bad.symbol, bad.month, TRADES_PER_DAY, defects=Defects(bad_values=3))
+    with MirrorServer(root) as mirror:
+        defs = build_definitions(_settings(mirror, tmp_path / "lake", MARKET_ETL_SYMBOLS="BTCUSDT"))
+        automated = _automated(defs)
+        if not automated:
+            pytest.skip("pending: no asset carries DOWNSTREAM_AUTOMATION yet")
+        job = defs.resolve_implicit_global_asset_job_def()
+        with dg.instance_for_test() as instance:
+            assert _settle(defs, instance) == set(), "nothing may run before raw data exists"
+            for request in Ticks(defs, instance, mirror).tick():
+                assert job.execute_in_process(partition_key=request.partition_key, asset_selection=[RAW_TRADES_ZIP],
+                                              instance=instance, tags=request.tags).success
+
+            requested = _settle(defs, instance)
+
+            def materialized(key: dg.AssetKey) -> set[str]:
+                return set(instance.get_materialized_partitions(key))
+
+            assert {p for _, p in requested} <= {good.dagster_key(), bad.dagster_key()}
+            for key in automated:
+                assert good.dagster_key() in materialized(key), f"{key.to_user_string()} did not follow"
+            graph = defs.resolve_asset_graph()
+            if PROCESSED_TRADES not in graph.get_all_asset_keys():
+                pytest.skip("pending: processed/trades (blocking checks) is not in the graph yet")
+            bad_runs = {run.run_id for run in instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/partition": bad.dagster_key()}))}
+            [failed] = [record for record in instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(PROCESSED_TRADES, BLOCKING_PRICE_CHECK), limit=20) if record.run_id in bad_runs]
+            assert failed.event.dagster_event.event_specific_data.passed is False
+            for key in _downstream(defs, PROCESSED_TRADES):
+                assert bad.dagster_key() not in materialized(key), f"{key.to_user_string()} ran past a failed check"
+                assert (key, bad.dagster_key()) not in requested
