@@ -7,6 +7,7 @@ from market_etl.resources import BinanceSource, LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
 
 RAW_TRADES_ZIP = dg.AssetKey(["raw", "trades_zip"])
+RAW_UNZIPPED_TRADES_CSV = dg.AssetKey(["raw_unzipped", "trades_csv"])
 
 
 def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -32,4 +33,22 @@ def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         args = partition_args(partition_of(context)) + lake.stage_args() + binance.stage_args()
         return stages.run(context, "download", args).get_results()
 
-    return [trades_zip]
+    @dg.asset(
+        key=RAW_UNZIPPED_TRADES_CSV,
+        deps=[RAW_TRADES_ZIP],
+        partitions_def=partitions_def,
+        group_name="lake",
+        kinds={"python", "s3", "csv"},
+        description=(
+            "The archive's single CSV member (`{SYMBOL}-trades-{YYYY-MM}.csv`) in the raw_unzipped zone, "
+            "streamed in bounded memory (ISA-L inflate; S3 multipart or temp file + rename, nothing partial "
+            "ever visible). Rejects archives with extra members, unexpected names, path components, zip "
+            "bombs (size and ratio caps on the streamed bytes), and CRC or size mismatches. Its data "
+            "version is the raw archive's SHA-256: skipped while that is unchanged, rebuilt when it changes."
+        ),
+    )
+    def trades_csv(context: dg.AssetExecutionContext, lake: LakeResource, stages: StageLauncher):
+        args = partition_args(partition_of(context)) + lake.stage_args()
+        return stages.run(context, "unzip", args).get_results()
+
+    return [trades_zip, trades_csv]
