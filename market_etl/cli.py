@@ -1,4 +1,4 @@
-"""`market-etl`: the project's command line (mirror, demo, init-home)."""
+"""`market-etl`: the project's command line (mirror, query, demo, init-home)."""
 from __future__ import annotations
 
 import argparse
@@ -23,11 +23,13 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from market_etl import query_cli
     from market_etl.mirror import cli as mirror_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     mirror_cli.register(sub)
+    query_cli.register(sub)
 
     demo = sub.add_parser("demo", help="run the pipeline end to end on a generated local mirror")
     demo.add_argument("--trades-per-day", type=int, default=2000)

@@ -66,4 +66,8 @@ def run_demo(trades_per_day: int = 2000, seed: int = 7) -> int:
                       + " ".join(statuses))
     print(f"demo: {len(DEMO_SYMBOLS) * len(DEMO_MONTHS) - failures} partitions ok, {failures} failed, "
           f"{time.monotonic() - started:.1f}s")
+    from market_etl.query_cli import show_demo_queries
+    from market_etl.resources.sql import build_sql_engine
+
+    show_demo_queries(build_sql_engine(settings), symbol=DEMO_SYMBOLS[0], date=f"{DEMO_MONTHS[0]}-15")
     return 1 if failures else 0

@@ -1,0 +1,265 @@
+"""Named SQL queries: loading them from `sql/`, validating and binding parameters, translating dialects.
+
+Queries are written once, in Athena's dialect (Trino SQL), and run on Athena or, translated with
+sqlglot, on DuckDB. Parameters appear as `:symbol`, `:year`, `:month`, `:day`; a value reaches an
+engine only after validation, and only as a bound parameter (DuckDB named parameters, Athena
+execution parameters), never pasted into the SQL text (RELIABILITY.md case 25).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import sqlglot
+from sqlglot.dialects.athena import Athena
+from sqlglot.tokens import TokenType
+
+from market_etl.core.keys import InvalidPartitionKey, TradePartition, validate_month, validate_symbol
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# Files of runnable queries. The DDL files in sql/ are Athena-only and are not run by this runner.
+QUERY_FILES = ("athena_sample_queries.sql", "athena_analytics.sql")
+NAME_LINE = re.compile(r"--\s*name:\s*(\S+)\s*")
+QUERY_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+class QueryError(ValueError):
+    """A query that cannot be run as asked: unknown name, bad SQL file, missing parameter."""
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    description: str
+    sql: str  # Athena dialect, exactly as written in the file, `:name` placeholders, no trailing `;`
+    source: str
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for _, _, name in placeholder_spans(self.sql)))
+
+
+def placeholder_spans(sql: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each `:name` placeholder, in text order.
+
+    Found with sqlglot's Athena tokenizer, so a `:x` inside a string literal or a comment is not a placeholder.
+    """
+    tokens = Athena().tokenize(sql)
+    spans = []
+    for colon, word in zip(tokens, tokens[1:]):
+        if colon.token_type is TokenType.COLON and word.start == colon.end + 1 and word.text.isidentifier():
+            spans.append((colon.start, word.end + 1, word.text))
+    return spans
+
+
+def parse_named_queries(text: str, source: str) -> dict[str, NamedQuery]:
+    """Split a file into `-- name: x` blocks; the comment lines right after the name describe the query."""
+    blocks: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        match = NAME_LINE.fullmatch(line.strip())
+        if match:
+            blocks.append((match.group(1), []))
+        elif blocks:
+            blocks[-1][1].append(line)
+    queries: dict[str, NamedQuery] = {}
+    for name, lines in blocks:
+        if not QUERY_NAME.fullmatch(name):
+            raise QueryError(f"{source}: query name {name!r} must be lower_snake_case")
+        if name in queries:
+            raise QueryError(f"{source}: query {name!r} is defined twice")
+        description = []
+        while lines and lines[0].strip().startswith("--"):
+            description.append(lines.pop(0).strip()[2:].strip())
+        body = "\n".join(lines).strip().rstrip(";").strip()
+        try:
+            statements = sqlglot.parse(body, read="athena")
+        except sqlglot.errors.ParseError as err:
+            raise QueryError(f"{source}: query {name!r} does not parse as Athena SQL: {err}") from err
+        if len(statements) != 1:
+            raise QueryError(f"{source}: query {name!r} must hold exactly one statement")
+        queries[name] = NamedQuery(name=name, description=" ".join(description), sql=body, source=source)
+    return queries
+
+
+@functools.lru_cache(maxsize=None)
+def load_queries(directory: Path = SQL_DIR, files: tuple[str, ...] = QUERY_FILES) -> dict[str, NamedQuery]:
+    """Every named query of the query files; a name must be unique across files."""
+    queries: dict[str, NamedQuery] = {}
+    for file_name in files:
+        path = directory / file_name
+        if not path.is_file():
+            raise QueryError(f"SQL file {path} not found: run from a checkout of market-etl (sql/ ships with the repo)")
+        for name, query in parse_named_queries(path.read_text(), file_name).items():
+            if name in queries:
+                raise QueryError(f"query {name!r} is defined in both {queries[name].source} and {file_name}")
+            queries[name] = query
+    for query in queries.values():
+        unknown = set(query.parameters) - set(PARAMETER_VALIDATORS)
+        if unknown:
+            raise QueryError(f"{query.source}: query {query.name!r} uses unknown parameters {sorted(unknown)}; "
+                             f"known: {sorted(PARAMETER_VALIDATORS)}")
+    return queries
+
+
+def get_query(name: str) -> NamedQuery:
+    queries = load_queries()
+    if name not in queries:
+        raise QueryError(f"no query named {name!r}; known queries: {', '.join(sorted(queries))}")
+    return queries[name]
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[Any], int]:
+    def validate(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidPartitionKey(f"invalid {what} {value!r}: expected an integer {low}-{high}")
+        return value
+    return validate
+
+
+PARAMETER_VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "symbol": validate_symbol,
+    "year": _int_in(2017, 9999, "year"),
+    "month": _int_in(1, 12, "month"),
+    "day": _int_in(1, 31, "day"),
+}
+
+
+def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Each value checked on its own, then together: year-month inside Binance's range, a real calendar day."""
+    unknown = set(values) - set(PARAMETER_VALIDATORS)
+    if unknown:
+        raise QueryError(f"unknown parameters {sorted(unknown)}; known: {sorted(PARAMETER_VALIDATORS)}")
+    checked = {name: PARAMETER_VALIDATORS[name](value) for name, value in values.items()}
+    if "year" in checked and "month" in checked:
+        validate_month(f"{checked['year']:04d}-{checked['month']:02d}")
+        if "day" in checked:
+            try:
+                dt.date(checked["year"], checked["month"], checked["day"])
+            except ValueError as err:
+                raise InvalidPartitionKey(f"invalid date {checked['year']}-{checked['month']}-{checked['day']}: {err}")
+    return checked
+
+
+def parameters_for(*, symbol: str | None = None, date: str | None = None, month: str | None = None) -> dict[str, Any]:
+    """The parameters for the CLI's conveniences: `--date YYYY-MM-DD` sets year, month and day;
+    `--month YYYY-MM` sets year and month."""
+    if date and month:
+        raise QueryError("give --date or --month, not both")
+    values: dict[str, Any] = {}
+    if symbol is not None:
+        values["symbol"] = symbol
+    if date is not None:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+            raise InvalidPartitionKey(f"invalid date {date!r}: expected YYYY-MM-DD, e.g. 2025-07-15")
+        values.update(year=int(date[:4]), month=int(date[5:7]), day=int(date[8:]))
+    if month is not None:
+        values.update(year=int(validate_month(month)[:4]), month=int(month[5:]))
+    return validate_parameters(values)
+
+
+def partition_parameters(partition: TradePartition) -> dict[str, Any]:
+    """The parameters that select one symbol x month partition."""
+    return {"symbol": partition.symbol, "year": partition.year, "month": partition.month_number}
+
+
+@functools.lru_cache(maxsize=256)
+def to_duckdb(athena_sql: str) -> str:
+    """Athena SQL -> DuckDB SQL (`:name` placeholders become DuckDB's `$name`)."""
+    try:
+        (translated,) = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
+    except sqlglot.errors.ParseError as err:
+        raise QueryError(f"SQL does not parse as Athena SQL: {err}") from err
+    except ValueError as err:
+        raise QueryError(f"expected exactly one SQL statement: {err}") from err
+    return translated
+
+
+def athena_literal(value: Any) -> str:
+    """An Athena execution parameter is the SQL literal of the value."""
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class BoundQuery:
+    """A query with validated parameter values, ready for either engine."""
+
+    sql: str  # Athena dialect with `:name` placeholders
+    values: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def for_duckdb(self) -> tuple[str, dict[str, Any]]:
+        return to_duckdb(self.sql), dict(self.values)
+
+    def for_athena(self) -> tuple[str, list[str]]:
+        """The SQL with `?` for each placeholder, and the execution parameters in the same order."""
+        parts, parameters, position = [], [], 0
+        for start, end, name in placeholder_spans(self.sql):
+            parts.append(self.sql[position:start] + "?")
+            parameters.append(athena_literal(self.values[name]))
+            position = end
+        parts.append(self.sql[position:])
+        return "".join(parts), parameters
+
+    @property
+    def label(self) -> str:
+        return self.name or "sql"
+
+
+def bind(query: NamedQuery | str, values: Mapping[str, Any] | None = None) -> BoundQuery:
+    """Validate `values` and attach them to the query; every placeholder needs a value and every value a placeholder."""
+    sql, name = (query.sql, query.name) if isinstance(query, NamedQuery) else (query.strip().rstrip(";"), None)
+    values = dict(values or {})
+    needed = {n for _, _, n in placeholder_spans(sql)}
+    missing, extra = needed - set(values), set(values) - needed
+    what = f"query {name!r}" if name else "the SQL"
+    if missing:
+        flags = {"symbol": "--symbol", "year": "--date/--month", "month": "--date/--month", "day": "--date"}
+        raise QueryError(f"{what} needs {', '.join(sorted(missing))} "
+                         f"(give {', '.join(sorted({flags.get(m, m) for m in missing}))})")
+    if extra:
+        raise QueryError(f"{what} takes no parameter {', '.join(sorted(extra))}; its parameters: "
+                         f"{', '.join(sorted(needed)) or 'none'}")
+    return BoundQuery(sql=sql, values=validate_parameters(values), name=name)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows plus what it cost: wall time and, where the engine says, files and bytes scanned."""
+
+    columns: Sequence[str]
+    rows: Sequence[tuple]
+    seconds: float
+    engine: str
+    files_scanned: int | None = None
+    files_total: int | None = None
+    bytes_scanned: int | None = None
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def one(self) -> dict[str, Any]:
+        if len(self.rows) != 1:
+            raise QueryError(f"expected one row, got {len(self.rows)}")
+        return self.records()[0]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    metadata: dict[str, Any]
+
+
+def check_outcome(result: QueryResult) -> CheckOutcome:
+    """A check query returns one row; it passes when its `failures` column is 0 (compared exactly)."""
+    row = result.one()
+    if "failures" not in row:
+        raise QueryError(f"a check query must return a `failures` column; got {list(row)}")
+    metadata = {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}
+    return CheckOutcome(passed=row["failures"] == 0, metadata=metadata)

@@ -1,0 +1,184 @@
+"""Analytics assets and their checks, in real Dagster runs over a generated lake: bars and daily stats equal
+Python's own computation; a re-run replaces only its partition; a deliberately inconsistent bar fails
+its check; a failed upstream check leaves the catalog unchanged (case 24)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from market_etl.core.catalog import sql_string
+from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.sql import bind, get_query, partition_parameters
+from market_etl.defs.analytics import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE, build_analytics_assets
+from market_etl.defs.partitions import partition_of, trade_partitions
+from market_etl.lake import LocalLake
+from market_etl.resources.sql import ANALYTICS_FILE, DuckDBSqlEngine
+from market_etl.settings import Settings
+from market_etl_tests.lake_fixtures import SourceTrade, assert_rows_equal, generate_trades, write_processed_partition
+
+BTC, ETH = TradePartition("BTCUSDT", "2025-07"), TradePartition("ETHUSDT", "2025-07")
+PARTITIONS = trade_partitions(Settings(symbols=("BTCUSDT", "ETHUSDT"), first_month="2025-07"))
+OHLCV_CHECKS = ("ohlc_consistent", "volume_reconciles", "minute_coverage")
+
+
+@pytest.fixture
+def lake(tmp_path) -> tuple[Path, dict[TradePartition, list[SourceTrade]]]:
+    source = {p: generate_trades(p, range(1, 4), 250, seed=4) for p in (BTC, ETH)}
+    for p, trades in source.items():
+        write_processed_partition(tmp_path, p, trades)
+    return tmp_path, source
+
+
+def _run(root: Path, partition: TradePartition, assets=(), only_checks=None) -> dg.ExecuteInProcessResult:
+    """One partition's run of every asset and check, or of `only_checks` alone."""
+    defs = dg.Definitions(assets=[*build_analytics_assets(PARTITIONS), *assets],
+                          resources={"sql": DuckDBSqlEngine(lake_url=str(root))})
+    job = defs.resolve_implicit_global_asset_job_def()
+    if only_checks is not None:
+        job = job.get_subset(asset_selection=set(), asset_check_selection=set(only_checks))
+    return job.execute_in_process(partition_key=partition.dagster_key(), instance=dg.DagsterInstance.ephemeral(),
+                                  raise_on_error=False)
+
+
+def _checks(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.event_specific_data.asset_key.path[-1], e.event_specific_data.check_name): e.event_specific_data
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def _materialized(result) -> set[dg.AssetKey]:
+    return {e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()}
+
+
+def python_bars(trades: list[SourceTrade]) -> list[tuple]:
+    minutes = defaultdict(list)
+    for t in trades:
+        minutes[t.trade_time.replace(tzinfo=None, second=0, microsecond=0)].append(t)
+    bars = []
+    for minute, ts in sorted(minutes.items()):
+        ts.sort(key=lambda t: t.trade_id)
+        volume = sum(t.quantity for t in ts)
+        bars.append((minute, ts[0].price, max(t.price for t in ts), min(t.price for t in ts), ts[-1].price, volume,
+                     sum(t.quote_qty for t in ts), float(sum(t.price * t.quantity for t in ts)) / float(volume),
+                     len(ts), sum((t.quantity for t in ts if not t.is_buyer_maker), Decimal(0))))
+    return bars
+
+
+def python_daily_stats(trades: list[SourceTrade]) -> list[tuple]:
+    days = defaultdict(list)
+    for t in trades:
+        days[t.trade_time.date()].append(t)
+    stats = []
+    for date, ts in sorted(days.items()):
+        buys, sells = [t for t in ts if not t.is_buyer_maker], [t for t in ts if t.is_buyer_maker]
+        volume = sum(t.quantity for t in ts)
+        stats.append((date, len(ts), volume, sum(t.quote_qty for t in ts),
+                      float(sum(t.price * t.quantity for t in ts)) / float(volume),
+                      sum((t.quantity for t in buys), Decimal(0)), sum((t.quantity for t in sells), Decimal(0)),
+                      len(buys), len(sells), max(t.quantity for t in ts), max(t.quote_qty for t in ts),
+                      min(t.trade_id for t in ts), max(t.trade_id for t in ts)))
+    return stats
+
+
+OHLCV_COLUMNS = "bar_time, open, high, low, close, volume, quote_volume, vwap, trades, buy_volume"
+STATS_COLUMNS = ("trade_date, trades, volume, quote_volume, vwap, buy_volume, sell_volume, buy_trades, sell_trades, "
+                 "largest_trade_qty, largest_trade_quote_qty, first_trade_id, last_trade_id")
+
+
+def _analytics(root: Path, table: str, columns: str, partition: TradePartition, order: str):
+    sql = (f"SELECT {columns} FROM market_data.{table} WHERE year = :year AND month = :month AND symbol = :symbol "
+           f"ORDER BY {order}")
+    return DuckDBSqlEngine(lake_url=str(root)).query(bind(sql, partition_parameters(partition))).rows
+
+
+def test_analytics_and_checks_materialise_and_equal_python(lake):
+    root, source = lake
+    result = _run(root, BTC)
+
+    assert result.success
+    assert _materialized(result) == {TRADES_TABLE, OHLCV_1M, DAILY_TRADE_STATS}
+    checks = _checks(result)
+    assert set(checks) == {*(("ohlcv_1m", c) for c in OHLCV_CHECKS), ("daily_trade_stats", "totals_reconcile")}
+    assert all(c.passed for c in checks.values()), checks
+    assert checks[("ohlcv_1m", "volume_reconciles")].metadata["source_trades"].value == 750
+
+    bars = python_bars(source[BTC])
+    assert_rows_equal(_analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time"), bars)
+    assert_rows_equal(_analytics(root, "daily_trade_stats", STATS_COLUMNS, BTC, "trade_date"),
+                      python_daily_stats(source[BTC]))
+    [ohlcv] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+               if e.event_specific_data.materialization.asset_key == OHLCV_1M]
+    written = LocalLake(root).path(lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m")) / ANALYTICS_FILE
+    assert ohlcv.metadata["uri"].value == str(written) and ohlcv.metadata["rows"].value == len(bars)
+
+
+def test_a_re_run_replaces_only_its_own_partition(lake):
+    root, _ = lake
+    assert _run(root, BTC).success and _run(root, ETH).success
+    eth_dir = LocalLake(root).path(lake_key(Zone.ANALYTICS, ETH, dataset="ohlcv_1m"))
+    eth_before = {p.name: p.read_bytes() for p in eth_dir.iterdir()}
+
+    assert _run(root, BTC).success
+
+    btc_dir = LocalLake(root).path(lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m"))
+    assert [p.name for p in btc_dir.iterdir()] == [ANALYTICS_FILE]  # replaced, no temp or stale file left
+    assert {p.name: p.read_bytes() for p in eth_dir.iterdir()} == eth_before
+
+
+def _rewrite_bars(root: Path, select: str) -> None:
+    """Replace the registered ohlcv_1m file of BTCUSDT/2025-07 with `select` over its own rows (alias `bars`)."""
+    path = LocalLake(root).path(lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m")) / ANALYTICS_FILE
+    temp = path.with_name("rewritten")
+    duckdb.execute(f"COPY (WITH bars AS (SELECT * FROM read_parquet({sql_string(str(path))})) {select}) "
+                   f"TO {sql_string(str(temp))} (FORMAT parquet)")
+    temp.replace(path)
+
+
+@pytest.mark.parametrize("corruption, failing", [
+    # One bar whose low sits above its open.
+    ("SELECT * REPLACE (CASE WHEN bar_time = (SELECT min(bar_time) FROM bars) THEN open + 1 ELSE low END AS low) "
+     "FROM bars", {"ohlc_consistent"}),
+    # One bar lost: volume no longer adds up and a trading minute has no bar.
+    ("SELECT * FROM bars WHERE bar_time <> (SELECT min(bar_time) FROM bars)", {"volume_reconciles", "minute_coverage"}),
+])
+def test_an_inconsistent_bar_fails_its_check(lake, corruption, failing):
+    root, _ = lake
+    assert _run(root, BTC).success
+    _rewrite_bars(root, corruption)
+
+    result = _run(root, BTC, only_checks=[dg.AssetCheckKey(OHLCV_1M, name) for name in OHLCV_CHECKS])
+
+    checks = _checks(result)
+    assert set(checks) == {("ohlcv_1m", c) for c in OHLCV_CHECKS}
+    assert {name for (_, name), c in checks.items() if not c.passed} == failing
+    for name in failing:
+        assert checks[("ohlcv_1m", name)].metadata["failures"].value >= 1
+        assert checks[("ohlcv_1m", name)].severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_a_failed_upstream_check_leaves_the_catalog_unchanged(tmp_path):
+    """Case 24 in Dagster: a stand-in processed/trades writes the partition, then its blocking check fails
+    for ETHUSDT; the catalog and analytics steps are skipped and queries see what they saw before."""
+    @dg.asset(key=PROCESSED_TRADES, partitions_def=PARTITIONS, check_specs=[
+        dg.AssetCheckSpec("rows_reconciled", asset=PROCESSED_TRADES, blocking=True)])
+    def processed_trades(context):
+        partition = partition_of(context)
+        write_processed_partition(tmp_path, partition, generate_trades(partition, [1, 2], 40, seed=8))
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
+            check_name="rows_reconciled", passed=partition.symbol != "ETHUSDT", severity=dg.AssetCheckSeverity.ERROR)])
+
+    assert _run(tmp_path, BTC, assets=[processed_trades]).success
+    engine = DuckDBSqlEngine(lake_url=str(tmp_path))
+    before = engine.query(bind(get_query("trades_by_symbol"))).rows
+
+    failed = _run(tmp_path, ETH, assets=[processed_trades])
+
+    assert not failed.success
+    assert _materialized(failed) == {PROCESSED_TRADES}  # ETHUSDT's files are in the lake ...
+    assert engine.query(bind(get_query("trades_by_symbol"))).rows == before  # ... and invisible
+    assert [r[0] for r in before] == ["BTCUSDT"]
+    assert not LocalLake(tmp_path).path(lake_key(Zone.ANALYTICS, ETH, dataset="ohlcv_1m")).exists()
