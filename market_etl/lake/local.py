@@ -7,7 +7,7 @@ from typing import BinaryIO, Iterator
 
 from market_etl.lake.base import META_SUFFIX, Lake, LakeWriter, ObjectInfo
 
-# Spark, DuckDB and Hive skip names starting with "." so readers never see a write in progress.
+# Spark and Hive skip names starting with "."; DuckDB globs do not, which is why the catalog lists files explicitly.
 TEMP_MARKER = ".inprogress-"
 
 
