@@ -10,6 +10,7 @@ checks that the check results arrived that way and not over the job's stdout.
 import ast
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -30,10 +31,12 @@ REGION = "us-east-1"
 SYMBOL, MONTH = "BTCUSDT", "2025-07"
 PARTITION = TradePartition(SYMBOL, MONTH)
 RAW = dg.AssetKey(["raw", "trades_zip"])
-# The chain one partition goes through on Glue, in order; each stage's asset joins as it lands.
-PIPELINE = [RAW]
+RAW_UNZIPPED = dg.AssetKey(["raw_unzipped", "trades_csv"])
+# The chain one partition goes through on the aws runtime, in order, and the Glue job behind each stage.
+PIPELINE = [RAW, RAW_UNZIPPED]
+GLUE_JOBS = {RAW: "market-etl-download", RAW_UNZIPPED: "market-etl-unzip"}
 # Download and unzip run as Glue Python shell jobs: Python 3.9 only.
-PYTHON_SHELL_MODULES = ["market_etl/jobs/download.py", "market_etl/jobs/_stage.py"]
+PYTHON_SHELL_MODULES = ["market_etl/jobs/download.py", "market_etl/jobs/unzip.py", "market_etl/jobs/_stage.py"]
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +115,18 @@ def test_one_partition_through_glue_and_moto(aws, moto_endpoint, s3_bucket, mirr
     raw = _metadata(result, RAW)
     assert raw["status"] == "downloaded" and raw["sha256"] == generated.sha256
     assert raw["lake_uri"] == f"s3://{s3_bucket}/{raw_key}"
-    assert raw["AWS Glue Job Name"] == "market-etl-download"
 
-    # Each stage ran as a run of its Glue job (moto's Glue recorded it).
+    # raw_unzipped/: the CSV member, byte for byte.
+    csv_key = lake_key(Zone.RAW_UNZIPPED, PARTITION)
+    with zipfile.ZipFile(generated.zip_path) as archive:
+        expected_csv = archive.read(generated.csv_name)
+    assert s3.get_object(Bucket=s3_bucket, Key=csv_key)["Body"].read() == expected_csv
+    assert _metadata(result, RAW_UNZIPPED)["lake_uri"] == f"s3://{s3_bucket}/{csv_key}"
+
+    # Each stage ran as one run of its Glue job, and moto's Glue recorded it with the partition's arguments.
     glue = boto3.client("glue", endpoint_url=moto_endpoint, region_name=REGION)
-    for job_name in ("market-etl-download",):
+    for asset, job_name in GLUE_JOBS.items():
+        assert _metadata(result, asset)["AWS Glue Job Name"] == job_name
         [run] = glue.get_job_runs(JobName=job_name)["JobRuns"]
         assert run["Arguments"]["--symbol"] == SYMBOL and run["Arguments"]["--month"] == MONTH
 
@@ -127,7 +137,7 @@ def test_one_partition_through_glue_and_moto(aws, moto_endpoint, s3_bucket, mirr
                  if m["method"] == "report_asset_check"}
     assert {name for _key, name in checks} <= s3_checks
     outputs = list(Path(launcher.work_dir).glob("*/output.log"))
-    assert len(outputs) == len(PIPELINE)
+    assert len(outputs) == len(GLUE_JOBS)
     assert not any("__dagster_pipes_version" in p.read_text() for p in outputs)
 
 
