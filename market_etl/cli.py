@@ -24,6 +24,7 @@ def _demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from market_etl import query_cli
+    from market_etl import bench as bench_cli
     from market_etl.mirror import cli as mirror_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
@@ -38,7 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
     home.set_defaults(func=_init_home)
+
+    bench = sub.add_parser("bench", help="benchmarks: one by name, or every one (with its defaults) when none is given")
+    benchmarks = bench.add_subparsers(dest="benchmark")
+    bench_cli.register(benchmarks)
+    bench.set_defaults(func=lambda args: _bench_all(benchmarks))
     return parser
+
+
+def _bench_all(benchmarks: argparse._SubParsersAction) -> int:
+    failures = 0
+    for parser in benchmarks.choices.values():
+        args = parser.parse_args([])
+        failures += bool(args.func(args))
+    return 1 if failures else 0
 
 
 def main(argv=None) -> int:

@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover - only where python-isal is missing (a b
 
     INFLATE_ENGINE = "zlib"
 
-READ_SIZE = 256 * 1024  # compressed bytes per read
-OUTPUT_STEP = 1024 * 1024  # most inflated bytes held at once
+READ_SIZE = 256 * 1024  # compressed bytes per read: >= OUTPUT_STEP, so most outputs fill a whole step
+OUTPUT_STEP = 256 * 1024  # most inflated bytes held at once: CRC, line count and write stay in L2 cache
 DEFAULT_MAX_BYTES = 256 * 1024**3  # a busy BTCUSDT month is a few tens of GB
 DEFAULT_MAX_RATIO = 20.0  # real archives inflate ~3.5-4x; zip bombs ~1000x
 # One entry's central directory record is at most 46 + 3 * 65535 bytes.

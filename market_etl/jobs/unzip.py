@@ -1,7 +1,7 @@
 """Stage: stream the CSV member of one raw archive into the raw_unzipped zone (local subprocess or Glue job)."""
 from __future__ import annotations
 
-from market_etl.core.memory import peak_rss_bytes
+from market_etl.core.memory import peak_rss_bytes, reuse_freed_buffers
 from market_etl.core.unzip import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, UnzipLimits, unzip_partition
 from market_etl.jobs._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
@@ -14,6 +14,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
                         help="refuse a member whose uncompressed:compressed ratio is higher (zip bomb cap)")
     args = parse_stage_args(parser, argv)
+    reuse_freed_buffers()
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
         result = unzip_partition(args.partition, lake, UnzipLimits(args.max_bytes, args.max_ratio))
