@@ -21,15 +21,20 @@ import zlib
 
 import dagster as dg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from market_etl.core.binance import csv_member_name
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.core.unzip import (
+    ArchiveError,
     ArchiveTooLarge,
     CorruptArchive,
     UnsafeArchive,
     UnzipLimits,
     UpstreamMissing,
+    locate_member,
+    stream_member,
     unzip_partition,
 )
 from market_etl.definitions import build_definitions
@@ -294,6 +299,32 @@ def test_corrupt_archive_whose_checksum_matched_fails_clearly(any_lake, damage):
         unzip_partition(PARTITION, any_lake)
     assert "BTCUSDT/2025-07" in str(failure.value) and "nothing was written" in str(failure.value)
     assert_nothing_visible(any_lake)
+
+
+SMALL_CSV = csv_bytes(300)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=st.sampled_from([zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED]), data=st.data())
+def test_any_damage_fails_as_a_bad_archive_or_changes_nothing(method, data):
+    """Case 9 as a property: flip bytes anywhere (headers and directory most often) or cut the archive
+    short, and the stage either raises an ArchiveError or yields exactly the original CSV: never another
+    exception (a crash without a clear message), never different bytes."""
+    archive = bytearray(make_zip([(NAME, SMALL_CSV)], method))
+    size = len(archive)
+    if data.draw(st.booleans(), label="cut short"):
+        archive = archive[:data.draw(st.integers(0, size - 1), label="length")]
+    else:
+        structure = st.one_of(st.integers(0, 75), st.integers(size - 140, size - 1), st.integers(0, size - 1))
+        for position in data.draw(st.lists(structure, min_size=1, max_size=3), label="positions"):
+            archive[position] ^= data.draw(st.integers(1, 255), label="xor")
+    out = io.BytesIO()
+    fp = io.BytesIO(bytes(archive))
+    try:
+        stream_member(fp, locate_member(fp, len(archive), NAME), out.write)
+    except ArchiveError:
+        return
+    assert out.getvalue() == SMALL_CSV
 
 
 # ----------------------------------------------------------------------------- case 10: unexpected members

@@ -123,6 +123,8 @@ class UnzipResult:
 
 
 def _read_exactly(fp: BinaryIO, offset: int, size: int, what: str) -> bytes:
+    if offset < 0:
+        raise CorruptArchive(f"damaged archive: {what} would start before the file does")
     fp.seek(offset)
     data = fp.read(size)
     if len(data) != size:
@@ -133,22 +135,27 @@ def _read_exactly(fp: BinaryIO, offset: int, size: int, what: str) -> bytes:
 def _central_directory_extent(fp: BinaryIO, archive_size: int) -> tuple[int, int]:
     """(entries, central directory bytes) from the end record, reading at most ~64 KiB.
 
-    Checked before zipfile reads the directory: zipfile holds all of it in memory.
+    Checked before zipfile reads the directory: zipfile holds all of it in memory, and
+    seeks wherever a damaged end record points.
     """
     tail_size = min(archive_size, _MAX_EOCD_SEARCH)
     tail = _read_exactly(fp, archive_size - tail_size, tail_size, "end of central directory")
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < _EOCD.size:
         raise CorruptArchive("not a zip archive: no end-of-central-directory record")
-    _sig, _disk, _cd_disk, _here, entries, cd_size, _cd_offset, _comment = _EOCD.unpack_from(tail, at)
-    if entries == 0xFFFF or cd_size == 0xFFFFFFFF:  # ZIP64: the real values are in the zip64 end record
-        locator_at = archive_size - tail_size + at - _ZIP64_LOCATOR.size
-        sig, _disk, zip64_eocd_at, _disks = _ZIP64_LOCATOR.unpack(
+    _sig, _disk, _cd_disk, _here, entries, cd_size, cd_offset, _comment = _EOCD.unpack_from(tail, at)
+    directory_end = archive_size - tail_size + at
+    if entries == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:  # ZIP64: see the zip64 end record
+        locator_at = directory_end - _ZIP64_LOCATOR.size
+        sig, _disk, directory_end, _disks = _ZIP64_LOCATOR.unpack(
             _read_exactly(fp, locator_at, _ZIP64_LOCATOR.size, "zip64 locator"))
-        record = _read_exactly(fp, zip64_eocd_at, _ZIP64_EOCD.size, "zip64 end record")
-        if sig != b"PK\x06\x07" or record[:4] != b"PK\x06\x06":
+        record = _read_exactly(fp, directory_end, _ZIP64_EOCD.size, "zip64 end record")
+        if sig != b"PK\x06\x07" or record[:4] != b"PK\x06\x06" or directory_end > locator_at:
             raise CorruptArchive("zip64 end-of-central-directory record is missing or damaged")
-        entries, cd_size = _ZIP64_EOCD.unpack(record)[7:9]
+        entries, cd_size, cd_offset = _ZIP64_EOCD.unpack(record)[7:10]
+    if cd_offset + cd_size > directory_end:
+        raise CorruptArchive(f"damaged end record: the central directory ({cd_size} bytes at {cd_offset}) "
+                             f"overlaps the end record at {directory_end}")
     return entries, cd_size
 
 
@@ -176,7 +183,7 @@ def locate_member(fp: BinaryIO, archive_size: int, expected_name: str,
     fp.seek(0)
     try:
         infos = zipfile.ZipFile(fp).infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, struct.error) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, struct.error) as err:
         raise CorruptArchive(f"central directory is damaged: {err}") from err
     if len(infos) != 1:
         raise UnsafeArchive(f"archive lists {len(infos)} members; expected exactly 1 ({expected_name!r})")
