@@ -107,6 +107,7 @@ class Zone(str, Enum):
     REJECTED = "rejected"
     ANALYTICS = "analytics"
     CATALOG = "catalog"
+    TEMP = "temp"  # staged writes, swapped into place when complete; expires by lifecycle rule
 
 
 def archive_stem(partition: TradePartition) -> str:
@@ -124,6 +125,7 @@ def lake_key(zone: Zone, partition: TradePartition | None = None, *, day: int | 
     rejected     rejected/trades[/symbol=S/month=YYYY-MM]
     analytics    analytics/<dataset>[/year=Y/month=M/symbol=S]
     catalog      catalog/<dataset>
+    temp         temp/<dataset>[/symbol=S/month=YYYY-MM]
     Keys for a partition are derived only from validated partition fields.
     """
     if partition is not None and not isinstance(partition, TradePartition):
@@ -154,4 +156,7 @@ def lake_key(zone: Zone, partition: TradePartition | None = None, *, day: int | 
         return base if p is None else f"{base}/year={p.year}/month={p.month_number}/symbol={p.symbol}"
     if zone is Zone.CATALOG:
         return f"catalog/{dataset}"
+    if zone is Zone.TEMP:
+        base = f"temp/{dataset}"
+        return base if p is None else f"{base}/symbol={p.symbol}/month={p.month}"
     raise ValueError(f"unknown zone {zone!r}")
