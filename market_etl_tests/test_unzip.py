@@ -38,7 +38,7 @@ from market_etl.core.unzip import (
     unzip_partition,
 )
 from market_etl.definitions import build_definitions
-from market_etl.lake import Lake, LocalLake
+from market_etl.lake import Lake, LocalLake, S3Lake
 from market_etl.mirror.generate import GeneratedFile, generate_month
 from market_etl.settings import Settings
 
@@ -464,14 +464,31 @@ def test_peak_memory_of_the_stage_is_bounded_whatever_the_member_size(tmp_path, 
 
 # ----------------------------------------------------------------------------- case 15: killed mid-upload
 
-def _kill_when(proc: subprocess.Popen, condition, what: str, timeout: float = 60.0) -> None:
+def _kill_when(proc: subprocess.Popen, condition, what: str, signum: int = signal.SIGKILL,
+               timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the stage {'ended' if proc.returncode is not None else 'timed out'} before {what}")
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signum)
+
+
+def _stage_in_flight(lake: Lake):
+    """True once the stage has an unfinished write under raw_unzipped (a temp file or a multipart upload)."""
+    return lambda: bool(lake.pending_writes(lake_key(Zone.RAW_UNZIPPED)))
+
+
+def test_stopped_with_sigterm_mid_write_leaves_nothing_at_all(any_lake, moto_endpoint, medium):
+    """Dagster cancelling a run and Glue timing a job out send SIGTERM: the stage aborts its write on the way out,
+    so not even a pending upload or temporary file remains."""
+    put_raw_file(any_lake, medium)
+    endpoint = moto_endpoint if isinstance(any_lake, S3Lake) else None
+    proc = subprocess.Popen(stage_command(any_lake, endpoint), stderr=subprocess.DEVNULL)
+    _kill_when(proc, _stage_in_flight(any_lake), "its write started", signal.SIGTERM)
+    assert proc.wait() == 128 + signal.SIGTERM
+    assert_nothing_visible(any_lake)
 
 
 def test_killed_mid_write_on_local_disk_rerun_gives_one_complete_file(local_lake, large):
@@ -500,7 +517,7 @@ def test_killed_mid_upload_on_s3_rerun_gives_one_complete_object(s3_lake, moto_e
     bucket's AbortIncompleteMultipartUpload lifecycle rule removes it (terraform/). The re-run is unaffected."""
     put_raw_file(s3_lake, medium)
     proc = subprocess.Popen(stage_command(s3_lake, moto_endpoint), stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: bool(s3_lake.pending_writes()), "its multipart upload started")
+    _kill_when(proc, _stage_in_flight(s3_lake), "its multipart upload started")
     assert proc.wait() == -signal.SIGKILL
 
     assert list(s3_lake.list(lake_key(Zone.RAW_UNZIPPED))) == [] and s3_lake.read_meta(OUT) is None

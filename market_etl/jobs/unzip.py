@@ -1,10 +1,19 @@
 """Stage: stream the CSV member of one raw archive into the raw_unzipped zone (local subprocess or Glue job)."""
 from __future__ import annotations
 
+import signal
+import sys
+
 from market_etl.core.memory import peak_rss_bytes, reuse_freed_buffers
 from market_etl.core.unzip import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, UnzipLimits, unzip_partition
 from market_etl.jobs._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
+
+
+def abort_writes_on_sigterm() -> None:
+    """Dagster (a cancelled run) and Glue (a timeout) stop the stage with SIGTERM: turn it into SystemExit,
+    so the open write unwinds and aborts its multipart upload or removes its temporary file."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def main(argv=None) -> None:
@@ -15,6 +24,7 @@ def main(argv=None) -> None:
                         help="refuse a member whose uncompressed:compressed ratio is higher (zip bomb cap)")
     args = parse_stage_args(parser, argv)
     reuse_freed_buffers()
+    abort_writes_on_sigterm()
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
         result = unzip_partition(args.partition, lake, UnzipLimits(args.max_bytes, args.max_ratio))
