@@ -16,10 +16,17 @@ What it simulates, and how:
   `ErrorMessage`) from that process; `batch_stop_job_run` kills it and reports STOPPED.
 - It does not simulate Glue's runtimes: every job runs on this Python (3.11), not the
   Python shell's 3.9 (test_glue_runtime.py checks the 3.9 grammar separately), and a
-  Spark job gets local Spark.
+  Spark job (`glueetl`) builds a local Spark session.
+- Spark jobs and S3: NOT the real thing. Glue's Spark reads and writes `s3://` through
+  EMRFS; no S3 filesystem for Spark can be installed here. Given `spark_s3_root`, the
+  stand-in maps the buckets a Spark job's arguments name to local directories, synced with
+  moto's S3 before and after the run (`LocalBucketsForSpark`). Python shell jobs use moto's
+  S3 directly.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import signal
 import subprocess
@@ -27,7 +34,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import boto3
 
@@ -45,34 +52,89 @@ class LocalJobRun:
 
     process: subprocess.Popen
     output: Path
+    on_exit: Callable[[], None] | None = None
     stopped: bool = False
     _state: str | None = field(default=None, init=False)
 
     def state(self) -> str:
-        if self._state is None:
-            if self.stopped:
-                self._state = "STOPPED"
-            elif self.process.poll() is not None:
-                self._state = "SUCCEEDED" if self.process.returncode == 0 else "FAILED"
+        if self._state is None and (self.stopped or self.process.poll() is not None):
+            if self.on_exit is not None:
+                self.on_exit()
+            self._state = ("STOPPED" if self.stopped else
+                           "SUCCEEDED" if self.process.returncode == 0 else "FAILED")
         return self._state or "RUNNING"
 
     def output_tail(self) -> str:
         return self.output.read_text(errors="replace")[-ERROR_TAIL_CHARS:]
 
 
+class LocalBucketsForSpark:
+    """Test only: a Spark job's buckets as local directories, synced with moto's S3 around the run.
+
+    On Glue, Spark reads and writes `s3://` through EMRFS. Here no S3 filesystem for Spark can be
+    installed (hadoop-aws and the AWS SDK bundle are Maven artifacts, not on PyPI), so for a Spark
+    job the stand-in copies each bucket its arguments name from moto into `<root>/<bucket>/`,
+    passes `<root>/<bucket>/<key>` wherever an argument said `s3://<bucket>/<key>` (the job then
+    works on a local lake: Spark and the lake API see the same files), and after the run applies to
+    moto what the job created, changed or deleted there. Moto's bucket then holds what the job wrote.
+    What this leaves out: the job's S3 code paths (on S3 its lake copies objects instead of
+    renaming directories); those are tested against moto directly. Pipes messages still go to moto.
+    """
+
+    def __init__(self, root: Path, s3) -> None:
+        self.root = Path(root)
+        self.s3 = s3
+
+    def localise(self, arguments: Mapping[str, str]) -> tuple[dict[str, str], dict[Path, str]]:
+        """The arguments with s3:// URLs made local paths, and the md5 of each copied file (the sync base)."""
+        buckets = sorted({v[len("s3://"):].split("/", 1)[0] for v in arguments.values() if v.startswith("s3://")})
+        snapshot = {}
+        for bucket in buckets:
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    path = self.root / bucket / obj["Key"]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.s3.download_file(bucket, obj["Key"], str(path))
+                    snapshot[path] = _md5(path)
+        local = {name: str(self.root / value[len("s3://"):]) if value.startswith("s3://") else value
+                 for name, value in arguments.items()}
+        return local, snapshot
+
+    def push(self, snapshot: dict[Path, str]) -> None:
+        """Apply to moto what changed locally since `localise` (objects others wrote meanwhile stay)."""
+        for path in sorted(self.root.rglob("*")):
+            # Hadoop's local checksum sidecars (.crc) have no S3 counterpart.
+            if path.is_file() and not path.name.endswith(".crc") and snapshot.get(path) != _md5(path):
+                bucket, key = self._object(path)
+                self.s3.upload_file(str(path), bucket, key)
+        for path in snapshot:
+            if not path.exists():
+                bucket, key = self._object(path)
+                self.s3.delete_object(Bucket=bucket, Key=key)
+
+    def _object(self, path: Path) -> tuple[str, str]:
+        bucket, *key = path.relative_to(self.root).parts
+        return bucket, "/".join(key)
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 class LocalGlue:
     """boto3 Glue client whose job runs are local processes; every other call goes to moto's Glue.
 
-    `extra_env` adds environment variables to every job run (e.g. a test-only path map).
+    `spark_s3_root`: where Spark jobs find the buckets their arguments name (`LocalBucketsForSpark`);
+    without it a Spark job gets no S3 filesystem at all.
     """
 
     def __init__(self, endpoint_url: str, work_dir: Path, region: str = "us-east-1",
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 spark_s3_root: Path | None = None) -> None:
         self.endpoint_url = endpoint_url
         self.work_dir = Path(work_dir)
-        self.extra_env = dict(extra_env or {})
         self._glue = boto3.client("glue", endpoint_url=endpoint_url, region_name=region)
         self._s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        self.spark_s3 = LocalBucketsForSpark(spark_s3_root, self._s3) if spark_s3_root else None
         self.runs: dict[str, LocalJobRun] = {}
 
     def __getattr__(self, name: str):
@@ -88,12 +150,16 @@ class LocalGlue:
         script = self._download_script(job["Command"]["ScriptLocation"], run_dir)
         argv = {**job.get("DefaultArguments", {}), **arguments,
                 "--JOB_ID": f"j_{uuid.uuid4().hex}", "--JOB_RUN_ID": run_id, "--JOB_NAME": JobName}
+        on_exit = None
+        if job["Command"]["Name"] == "glueetl" and self.spark_s3 is not None:
+            argv, snapshot = self.spark_s3.localise(argv)
+            on_exit = functools.partial(self.spark_s3.push, snapshot)
         command = [sys.executable, str(script)] + [token for pair in argv.items() for token in pair]
         output = run_dir / "output.log"
         with output.open("wb") as out:
             process = subprocess.Popen(command, cwd=run_dir, env=self._job_env(), stdout=out,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        self.runs[run_id] = LocalJobRun(process=process, output=output)
+        self.runs[run_id] = LocalJobRun(process=process, output=output, on_exit=on_exit)
         return {"JobRunId": run_id}
 
     def get_job_run(self, JobName: str, RunId: str, **kwargs) -> dict:
@@ -119,12 +185,6 @@ class LocalGlue:
             stopped.append({"JobName": JobName, "JobRunId": run_id})
         return {"SuccessfulSubmissions": stopped, "Errors": errors}
 
-    def stop_all(self) -> None:
-        """Kill every run still going (test teardown)."""
-        for run_id, run in self.runs.items():
-            if run.state() == "RUNNING":
-                self.batch_stop_job_run(JobName="", JobRunIds=[run_id])
-
     def _download_script(self, script_location: str, run_dir: Path) -> Path:
         bucket, _, key = script_location.removeprefix("s3://").partition("/")
         script = run_dir / Path(key).name
@@ -134,7 +194,6 @@ class LocalGlue:
     def _job_env(self) -> dict[str, str]:
         env = {name: value for name, value in os.environ.items()
                if not name.startswith(("DAGSTER_", "PYTEST_"))}
-        env.update(self.extra_env)
         env["AWS_ENDPOINT_URL"] = self.endpoint_url
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         return env
@@ -181,6 +240,8 @@ class StandInGlueLauncher(GlueStageLauncher):
 
     moto_endpoint: str
     work_dir: str
+    spark_s3_root: str | None = None
 
     def glue_client(self) -> LocalGlue:
-        return LocalGlue(self.moto_endpoint, Path(self.work_dir), region=self.region or "us-east-1")
+        return LocalGlue(self.moto_endpoint, Path(self.work_dir), region=self.region or "us-east-1",
+                         spark_s3_root=Path(self.spark_s3_root) if self.spark_s3_root else None)
