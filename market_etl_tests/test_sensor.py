@@ -167,23 +167,32 @@ def _downstream(defs: dg.Definitions, root: dg.AssetKey) -> set[dg.AssetKey]:
     return seen
 
 
-def _settle(defs: dg.Definitions, instance: dg.DagsterInstance, max_ticks: int = 8) -> set[tuple[dg.AssetKey, str]]:
-    """Tick the automation conditions and run what they request, as the daemon would, until nothing is requested."""
-    job = defs.resolve_implicit_global_asset_job_def()
-    automated = _automated(defs)
-    requested_ever: set[tuple[dg.AssetKey, str]] = set()
-    cursor = None
-    for _ in range(max_ticks):
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        cursor = result.cursor
-        requested = {(key, partition) for key in automated for partition in result.get_requested_partitions(key)}
-        if not requested:
-            return requested_ever
-        requested_ever |= requested
-        for partition in sorted({partition for _, partition in requested}):
-            job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
-                                   asset_selection=[key for key, p in requested if p == partition])
-    raise AssertionError(f"automation still requesting after {max_ticks} ticks: {requested}")
+class Daemon:
+    """Ticks the automation conditions and runs what they request, as the daemon would.
+
+    The cursor lives across calls like the daemon's: conditions such as "dependency updated since the
+    last evaluation" only mean something relative to the previous tick.
+    """
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs, self.instance, self.cursor = defs, instance, None
+
+    def settle(self, max_ticks: int = 8) -> set[tuple[dg.AssetKey, str]]:
+        """Tick until nothing more is requested; returns everything requested on the way."""
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        automated = _automated(self.defs)
+        requested_ever: set[tuple[dg.AssetKey, str]] = set()
+        for _ in range(max_ticks):
+            result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+            self.cursor = result.cursor
+            requested = {(key, p) for key in automated for p in result.get_requested_partitions(key)}
+            if not requested:
+                return requested_ever
+            requested_ever |= requested
+            for partition in sorted({p for _, p in requested}):
+                job.execute_in_process(partition_key=partition, instance=self.instance, raise_on_error=False,
+                                       asset_selection=[key for key, p in requested if p == partition])
+        raise AssertionError(f"automation still requesting after {max_ticks} ticks: {requested}")
 
 
 PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
@@ -204,12 +213,13 @@ def test_downstream_follows_by_automation_and_stops_at_a_failed_blocking_check(t
             pytest.skip("pending: no asset carries DOWNSTREAM_AUTOMATION yet")
         job = defs.resolve_implicit_global_asset_job_def()
         with dg.instance_for_test() as instance:
-            assert _settle(defs, instance) == set(), "nothing may run before raw data exists"
+            daemon = Daemon(defs, instance)
+            assert daemon.settle() == set(), "nothing may run before raw data exists"
             for request in Ticks(defs, instance, mirror).tick():
                 assert job.execute_in_process(partition_key=request.partition_key, asset_selection=[RAW_TRADES_ZIP],
                                               instance=instance, tags=request.tags).success
 
-            requested = _settle(defs, instance)
+            requested = daemon.settle()
 
             def materialized(key: dg.AssetKey) -> set[str]:
                 return set(instance.get_materialized_partitions(key))

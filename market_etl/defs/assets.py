@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.partitions import DOWNLOAD_POOL, partition_of
 from market_etl.resources import BinanceSource, LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
@@ -37,6 +38,7 @@ def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         key=RAW_UNZIPPED_TRADES_CSV,
         deps=[RAW_TRADES_ZIP],
         partitions_def=partitions_def,
+        automation_condition=DOWNSTREAM_AUTOMATION,
         group_name="lake",
         kinds={"python", "s3", "csv"},
         description=(

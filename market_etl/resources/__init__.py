@@ -1,6 +1,7 @@
 """Resources for each runtime: the same keys, swappable implementations, chosen in one place."""
 
 from market_etl.resources.lake import BinanceSource, LakeResource
+from market_etl.resources.sql import build_sql_engine
 from market_etl.resources.stages import GlueStageLauncher, LocalStageLauncher, glue_job_names
 from market_etl.settings import Settings
 
@@ -15,9 +16,8 @@ def build_resources(settings: Settings) -> dict:
         attempts=settings.http_attempts,
         backoff_seconds=settings.retry_backoff_seconds,
     )
-    if settings.runtime == "local":
-        return {"lake": lake, "binance": binance, "stages": LocalStageLauncher()}
-    return {"lake": lake, "binance": binance, "stages": glue_stage_launcher(settings)}
+    stages = LocalStageLauncher() if settings.runtime == "local" else glue_stage_launcher(settings)
+    return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings)}
 
 
 def glue_stage_launcher(settings: Settings) -> GlueStageLauncher:
