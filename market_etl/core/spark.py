@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 
-def build_spark_session(app_name: str, master: str | None = "local[*]", shuffle_partitions: int | None = None):
+def build_spark_session(app_name: str, master: str | None = "local[*]", shuffle_partitions: int | None = None,
+                        extra_conf: dict[str, str] | None = None):
+    """`extra_conf`: settings a job needs at launch (JVM options, memory); they win over the defaults."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -21,6 +23,7 @@ def build_spark_session(app_name: str, master: str | None = "local[*]", shuffle_
     }
     if shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    conf.update(extra_conf or {})
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
