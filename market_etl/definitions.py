@@ -7,6 +7,7 @@ import dagster as dg
 
 from market_etl.defs.assets import build_lake_assets
 from market_etl.defs.partitions import trade_partitions
+from market_etl.defs.processed import build_processed_assets
 from market_etl.defs.sensors import build_sensors
 from market_etl.resources import build_resources
 from market_etl.settings import Settings
@@ -15,7 +16,7 @@ from market_etl.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = trade_partitions(settings)
     return dg.Definitions(
-        assets=build_lake_assets(partitions),
+        assets=[*build_lake_assets(partitions), *build_processed_assets(partitions, settings.reject_tolerance)],
         resources=build_resources(settings),
         sensors=build_sensors(settings, partitions),
     )

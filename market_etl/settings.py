@@ -47,6 +47,7 @@ class Settings:
     auto_ingest: bool = False
     pipes_bucket: str | None = None
     glue_job_prefix: str = "market-etl-"
+    reject_tolerance: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -79,4 +80,6 @@ class Settings:
             # aws runtime: Pipes context/messages go to s3://<pipes bucket>/pipes/ (default: the lake's bucket).
             pipes_bucket=env.get("MARKET_ETL_PIPES_BUCKET") or _bucket_of(lake),
             glue_job_prefix=env.get("MARKET_ETL_GLUE_JOB_PREFIX", "market-etl-").strip(),
+            # Fraction of a partition's rows a validation rule may quarantine before its check fails.
+            reject_tolerance=float(env.get("MARKET_ETL_REJECT_TOLERANCE", "0")),
         )

@@ -259,8 +259,13 @@ def test_runs_find_duplicates_and_fall_back_to_sorted_ids_when_unordered(spark):
     unknown, frame = _layout(spark, shuffled)
     assert unknown is None  # rows out of id order: runs cannot tell
     rows = [tuple(r) for r in id_segments(ids_in_order(frame)).select("n", "first_id", "last_id").collect()]
-    layout = analyse_segments(rows)
+    layout = analyse_segments(rows, ids_sorted=True)
     assert layout.unique and layout.gaps == (Gap(49, 60),) and layout.rows == 69
+    gap_then_repeat = [1, 2, 4, 5, 5, 6]  # offsets 1, 1, 2, 2, 1, 1: one group, not dense
+    _, frame = _layout(spark, gap_then_repeat[::-1])
+    rows = [tuple(r) for r in id_segments(ids_in_order(frame)).select("n", "first_id", "last_id").collect()]
+    assert analyse_segments(rows) is None
+    assert analyse_segments(rows, ids_sorted=True).unique is False
 
 
 @settings(max_examples=200, deadline=None)
@@ -282,6 +287,20 @@ def test_analysis_of_runs_agrees_with_brute_force(ids, cuts):
         missing = [i for i in range(min(ids), max(ids) + 1) if i not in present]
         assert layout.missing_ids == len(missing)
         assert [g.after_id + 1 for g in layout.gaps] == [m for m in missing if m - 1 in present]
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.integers(1, 40), max_size=40))
+def test_sorted_ids_are_always_decided(ids):
+    """The fallback's input: ids sorted in one task. A gap and a duplicate can give two runs the same
+    offset (one group, not dense); sorted, that can only mean a repeated id."""
+    ids = sorted(ids)
+    runs: dict[int, list[int]] = {}
+    for position, trade_id in enumerate(ids):
+        runs.setdefault(trade_id - position, []).append(trade_id)
+    layout = analyse_segments([(len(v), min(v), max(v)) for v in runs.values()], ids_sorted=True)
+    assert layout is not None and layout.rows == len(ids)
+    assert layout.unique == (len(set(ids)) == len(ids))
 
 
 def test_ordered_unique_ids_are_always_decided():

@@ -427,20 +427,23 @@ class IdLayout:
         return sum(g.missing for g in self.gaps)
 
 
-def analyse_segments(segments: Iterable[tuple[int, int, int]]) -> IdLayout | None:
+def analyse_segments(segments: Iterable[tuple[int, int, int]], *, ids_sorted: bool = False) -> IdLayout | None:
     """Decide uniqueness and gaps from runs (n, first_id, last_id); None when the runs cannot tell.
 
-    A run with n == last - first + 1 holds every id of its range once (its ids are distinct by
-    construction). When all runs are like that, sorted by first id they are disjoint exactly when
-    the ids are unique, and the holes between them are the gaps. Otherwise (rows out of id order)
-    the caller recomputes the runs on sorted ids.
+    A group of `id_segments` holds distinct ids (one per position). When every group is dense
+    (n == last - first + 1) it covers its whole range; sorted by first id the groups are then disjoint
+    exactly when the ids are unique, and the holes between them are the gaps. A group that is not
+    dense merged runs that are not adjacent (rows out of id order, or a gap and a duplicate whose
+    offsets cancel): undecided, unless the rows were in sorted id order (`ids_sorted`), where that
+    can only come from an id repeating.
     """
     runs = sorted((first, last, n) for n, first, last in segments)
-    if any(n != last - first + 1 for first, last, n in runs):
-        return None
+    rows = sum(n for _, _, n in runs)
     if not runs:
         return IdLayout(rows=0, first_id=None, last_id=None, unique=True, gaps=())
+    first_id, last_id = runs[0][0], max(r[1] for r in runs)
+    if any(n != last - first + 1 for first, last, n in runs):
+        return IdLayout(rows, first_id, last_id, unique=False, gaps=()) if ids_sorted else None
     unique = all(nxt[0] > cur[1] for cur, nxt in zip(runs, runs[1:]))
     gaps = tuple(Gap(cur[1], nxt[0]) for cur, nxt in zip(runs, runs[1:]) if nxt[0] > cur[1] + 1) if unique else ()
-    return IdLayout(rows=sum(n for _, _, n in runs), first_id=runs[0][0], last_id=max(r[1] for r in runs),
-                    unique=unique, gaps=gaps)
+    return IdLayout(rows=rows, first_id=first_id, last_id=last_id, unique=unique, gaps=gaps)

@@ -147,8 +147,8 @@ def layout_of(spark, uri: str) -> IdLayout:
     trades = read_staged(spark, uri).select("trade_id")
     layout = analyse_segments(tuple(r) for r in id_segments(trades).select("n", "first_id", "last_id").collect())
     if layout is None:
-        layout = analyse_segments(tuple(r) for r in id_segments(ids_in_order(trades))
-                                  .select("n", "first_id", "last_id").collect())
+        layout = analyse_segments((tuple(r) for r in id_segments(ids_in_order(trades))
+                                   .select("n", "first_id", "last_id").collect()), ids_sorted=True)
     return layout
 
 
@@ -348,6 +348,12 @@ def _jvm_peak_rss(spark) -> int:
     return 0
 
 
+def pipes_metadata(metadata: dict) -> dict:
+    """Pipes takes scalars as they are; counts by reason and lists of ids travel as JSON metadata."""
+    return {key: {"raw_value": value, "type": "json"} if isinstance(value, (dict, list, tuple)) else value
+            for key, value in metadata.items()}
+
+
 def main(argv=None) -> None:
     from market_etl.core.spark import build_spark_session
 
@@ -373,10 +379,10 @@ def main(argv=None) -> None:
         pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
                        f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
                        f"duplicates removed in {m['spark_seconds']}s ({m['rows_per_second']:,} rows/s)")
-        pipes.report_asset_materialization(metadata=m, data_version=result.data_version)
+        pipes.report_asset_materialization(metadata=pipes_metadata(m), data_version=result.data_version)
         for check in result.checks:
             pipes.report_asset_check(check.name, passed=check.passed, severity=check.severity,
-                                     metadata=check.metadata)
+                                     metadata=pipes_metadata(check.metadata))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,294 @@
+"""The ETL stage end to end on real Spark (RELIABILITY.md cases 16-23).
+
+Most scenarios call the stage's `run_etl` on the test session's one SparkSession (seconds each); three
+need their own processes: a run killed mid-write (`python -m market_etl.jobs.etl`, SIGKILL), its re-run,
+and a Dagster run through PipesSubprocessClient that shows the checks landing on the partition.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from market_etl.core.checks import CHECKS
+from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.trades import SchemaDrift, SourceError
+from market_etl.defs.partitions import trade_partitions
+from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
+from market_etl.jobs.etl import run_etl
+from market_etl.lake import LocalLake
+from market_etl.mirror.generate import Defects, generate_month
+from market_etl.resources import LakeResource
+from market_etl.resources.stages import LocalStageLauncher
+from market_etl.settings import Settings
+
+JULY = TradePartition("BTCUSDT", "2025-07")
+AUGUST = TradePartition("BTCUSDT", "2025-08")
+ETH_JULY = TradePartition("ETHUSDT", "2025-07")
+TRADES_PER_DAY = 40
+MONTH_US = {JULY: (1751328000 * 10**6, 1754006400 * 10**6)}
+
+
+@pytest.fixture
+def lake(tmp_path):
+    return LocalLake(tmp_path / "lake")
+
+
+def put_source(lake, partition, mirror: Path, trades_per_day=TRADES_PER_DAY, defects=None, seed=1):
+    """Generate a Binance-format month and place its CSV where raw_unzipped/trades_csv puts it."""
+    generated = generate_month(mirror, partition.symbol, partition.month, trades_per_day, seed=seed, defects=defects)
+    with zipfile.ZipFile(generated.zip_path) as archive, archive.open(generated.csv_name) as member, \
+            lake.writer(lake_key(Zone.RAW_UNZIPPED, partition)) as out:
+        shutil.copyfileobj(member, out, 1 << 20)
+    return generated
+
+
+def source_lines(lake, partition) -> list[str]:
+    lines = lake.get_bytes(lake_key(Zone.RAW_UNZIPPED, partition)).decode().splitlines()
+    return lines[1:] if not lines[0][0].isdigit() else lines
+
+
+def tree(lake, prefix) -> dict[str, str]:
+    """Every object under `prefix` with the sha256 of its bytes."""
+    return {o.key: hashlib.sha256(lake.get_bytes(o.key)).hexdigest() for o in lake.list(prefix)}
+
+
+def processed_files(lake, partition) -> list[Path]:
+    return sorted(lake.path(lake_key(Zone.PROCESSED, partition)).glob(f"day=*/symbol={partition.symbol}/*.parquet"))
+
+
+def read_back(lake, partition, *, time_unit="us", bools=("True", "False")) -> list[str]:
+    """The processed rows, formatted as Binance writes them: 8 decimals, times in the source unit."""
+    lines = []
+    for path in processed_files(lake, partition):
+        table = pq.read_table(path)
+        micros = table.column("trade_time").cast(pa.int64()).to_pylist()
+        assert micros == sorted(micros), f"{path} is not sorted by trade_time"
+        for row, us in zip(table.to_pylist(), micros):
+            time_text = str(us if time_unit == "us" else us // 1000)
+            lines.append(",".join([str(row["trade_id"]), f"{row['price']:.8f}", f"{row['quantity']:.8f}",
+                                   f"{row['quote_qty']:.8f}", time_text, bools[not row["is_buyer_maker"]],
+                                   bools[not row["is_best_match"]]]))
+    return lines
+
+
+def expected_reason(line: str, partition=JULY) -> str | None:
+    """An oracle independent of the Spark rules, for the generator's kinds of bad rows."""
+    fields = line.split(",")
+    time_us = int(fields[4]) * (1000 if len(fields[4]) == 13 else 1)
+    start, end = MONTH_US[partition]
+    if not start <= time_us < end:
+        return "trade_time_outside_month"
+    for index, name in ((1, "price"), (2, "quantity")):
+        if fields[index] == "":
+            return f"{name}_missing"
+        if Decimal(fields[index]) <= 0:
+            return f"{name}_not_positive"
+    return None
+
+
+def checks_of(result) -> dict:
+    return {c.name: c for c in result.checks}
+
+
+# ---------------------------------------------------------------- cases 16, 18: idempotent, siblings untouched
+
+
+def test_rerun_is_byte_identical_replaces_only_its_days_and_leaves_siblings_alone(spark, lake, tmp_path):
+    for sibling in (AUGUST, ETH_JULY):
+        put_source(lake, sibling, tmp_path / "mirror")
+        run_etl(spark, sibling, lake)
+    put_source(lake, JULY, tmp_path / "mirror")
+    first = run_etl(spark, JULY, lake)
+    before = tree(lake, "processed/")
+    siblings = {k: v for k, v in before.items() if f"symbol={JULY.symbol}" not in k or "month=8/" in k}
+    assert len({k.split("/day=")[0] for k in siblings}) == 2 and siblings
+
+    second = run_etl(spark, JULY, lake)
+    assert tree(lake, "processed/") == before  # same input -> same bytes under the same keys
+    assert second.metadata["rows_written"] == first.metadata["rows_written"] == 31 * TRADES_PER_DAY
+    assert not list(lake.list(lake_key(Zone.TEMP) + "/"))
+
+    # Upstream republishes July without its last day: day 31 disappears, every other key stays.
+    lines = source_lines(lake, JULY)
+    lake.put_bytes(lake_key(Zone.RAW_UNZIPPED, JULY), ("\n".join(lines[:30 * TRADES_PER_DAY]) + "\n").encode())
+    third = run_etl(spark, JULY, lake)
+    after = tree(lake, "processed/")
+    assert third.metadata["days_written"] == 30 and third.metadata["days_removed"] == 1
+    assert not any("/day=31/" in k and "month=7/" in k and "BTCUSDT" in k for k in after)
+    assert {k: v for k, v in after.items() if k in siblings} == siblings
+    assert set(after) == set(before) - {k for k in before if "month=7/day=31/symbol=BTCUSDT" in k}
+
+
+# ---------------------------------------------------------------- cases 19, exact values
+
+
+@pytest.mark.parametrize("defects, time_unit, bools", [
+    (Defects(), "us", ("True", "False")),
+    (Defects(time_unit="ms", header=True, lowercase_bools=True), "ms", ("true", "false")),
+])
+def test_every_value_reads_back_as_its_source_text(spark, lake, tmp_path, defects, time_unit, bools):
+    put_source(lake, JULY, tmp_path / "mirror", defects=defects)
+    result = run_etl(spark, JULY, lake)
+    assert result.metadata["time_unit"] == time_unit and result.metadata["header"] is defects.header
+    source = source_lines(lake, JULY)
+    assert sorted(read_back(lake, JULY, time_unit=time_unit, bools=bools)) == sorted(source)
+    assert all(c.passed for c in result.checks)
+
+
+# ---------------------------------------------------------------- cases 20, 21, 23: quarantine, dedupe, checks
+
+
+def test_bad_rows_are_quarantined_duplicates_removed_and_the_checks_fail_as_they_should(spark, lake, tmp_path):
+    defects = Defects(duplicates=3, out_of_order=3, id_gaps=2, outside_month=4, bad_values=6, header=True)
+    generated = put_source(lake, JULY, tmp_path / "mirror", defects=defects)
+    result = run_etl(spark, JULY, lake)
+    m, checks = result.metadata, checks_of(result)
+
+    source = source_lines(lake, JULY)
+    reasons = {line: expected_reason(line) for line in source}
+    rejected = [line for line, reason in reasons.items() if reason]
+    valid_ids = {int(line.split(",")[0]) for line, reason in reasons.items() if not reason}
+    assert len(rejected) == 10 and m["rows_in"] == generated.rows == len(source)
+    assert (m["rows_rejected"], m["duplicates_removed"]) == (10, 3)
+    assert m["rows_written"] == len(valid_ids) == m["rows_in"] - 10 - 3
+    assert m["rejected_by_reason"] == {"trade_time_outside_month": 4, "price_missing": 1, "price_not_positive": 2,
+                                       "quantity_missing": 1, "quantity_not_positive": 2}
+
+    written = read_back(lake, JULY)
+    assert sorted(int(line.split(",")[0]) for line in written) == sorted(valid_ids)  # deduplicated, none lost
+    assert set(written) <= set(source)
+
+    quarantine = pq.read_table(lake.path(lake_key(Zone.REJECTED, JULY))).to_pylist()
+    assert sorted((r["line"], r["reason"]) for r in quarantine) == sorted((line, reasons[line]) for line in rejected)
+    assert {r["rule"] for r in quarantine} == {"trade_time_in_month", "price_present", "price_positive",
+                                               "quantity_present", "quantity_positive"}
+
+    assert not checks["valid_trade_dates"].passed and checks["valid_trade_dates"].metadata["rows_rejected"] == 4
+    assert not checks["positive_prices"].passed and not checks["positive_quantities"].passed
+    offending = checks["positive_prices"].metadata["first_offending_ids"]
+    assert offending == sorted(int(line.split(",")[0]) for line in rejected if "price" in reasons[line])
+    assert checks["well_formed_rows"].passed
+    assert checks["rows_reconciled"].passed and checks["rows_reconciled"].metadata["unaccounted"] == 0
+    missing = [i for i in range(min(valid_ids), max(valid_ids) + 1) if i not in valid_ids]
+    contiguity = checks["trade_ids_contiguous"]
+    assert not contiguity.passed and contiguity.severity == "WARN"
+    assert contiguity.metadata["missing_ids"] == len(missing)
+    assert contiguity.metadata["gaps"] == len([i for i in missing if i - 1 not in missing])
+
+
+def test_quarantined_rows_within_the_tolerance_pass_their_check(spark, lake, tmp_path):
+    put_source(lake, JULY, tmp_path / "mirror", defects=Defects(bad_values=3))
+    checks = checks_of(run_etl(spark, JULY, lake, reject_tolerance=0.01))
+    # bad_values cycles zero, negative and empty prices first: three price rows, 3 / 1240 < 1%.
+    assert checks["positive_prices"].passed and checks["positive_prices"].metadata["rows_rejected"] == 3
+
+
+def test_conflicting_duplicates_fail_loudly_and_keep_the_previous_version(spark, lake, tmp_path):
+    put_source(lake, JULY, tmp_path / "mirror")
+    run_etl(spark, JULY, lake)
+    before = tree(lake, "processed/")
+    generated = put_source(lake, JULY, tmp_path / "bad", defects=Defects(conflicting_duplicates=2))
+    with pytest.raises(SourceError, match=r"2 trade id\(s\) appear with different values, e\.g\. \d+, \d+"):
+        run_etl(spark, JULY, lake)
+    assert generated.counts["conflicting_duplicates"] == 2
+    assert tree(lake, "processed/") == before
+    assert not list(lake.list(lake_key(Zone.TEMP) + "/"))
+
+
+def test_mixed_time_units_fail_and_publish_nothing(spark, lake, tmp_path):
+    put_source(lake, JULY, tmp_path / "mirror", defects=Defects(mixed_units=True))
+    with pytest.raises(SourceError, match="mixed time units"):
+        run_etl(spark, JULY, lake)
+    assert not list(lake.list("processed/")) and not list(lake.list("rejected/"))
+
+
+# ---------------------------------------------------------------- case 22: schema drift
+
+
+@pytest.mark.parametrize("first_line, column", [
+    ("id,price,qty,quote_qty,time,is_buyer_maker", "is_best_match"),
+    ("id,price,qty,quote_qty,time,is_buyer_maker,is_best_match,is_liquidation", "is_liquidation"),
+    ("4359935386,93576.00000000,0.00136000,127.26336000,1751328000010866,True,True,1", "column 8"),
+])
+def test_schema_drift_fails_naming_the_column_and_writes_nothing(spark, lake, first_line, column):
+    lake.put_bytes(lake_key(Zone.RAW_UNZIPPED, JULY), (first_line + "\n").encode())
+    with pytest.raises(SchemaDrift, match=column):
+        run_etl(spark, JULY, lake)
+    assert not list(lake.list("processed/"))
+
+
+# ---------------------------------------------------------------- case 17: killed mid-write
+
+
+def _stage(lake, partition, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    command = [sys.executable, "-m", "market_etl.jobs.etl", "--symbol", partition.symbol, "--month",
+               partition.month, "--lake", lake.url]
+    # Own process group: the kill takes the stage's JVM with it, as a lost Glue worker would.
+    return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_a_run_killed_mid_write_leaves_the_previous_version_and_the_rerun_is_exact(spark, lake, tmp_path):
+    put_source(lake, JULY, tmp_path / "mirror")
+    run_etl(spark, JULY, lake)
+    previous = tree(lake, "processed/")
+    put_source(lake, JULY, tmp_path / "big", trades_per_day=20_000, seed=2)  # ~620k rows: seconds of writing
+
+    staging = lake.path(lake_key(Zone.TEMP, JULY))
+    process = _stage(lake, JULY, tmp_path / "killed.log")
+    deadline = time.monotonic() + 240
+    while not any(staging.rglob("*.parquet")):
+        assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the stage never started writing"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert tree(lake, "processed/") == previous  # killed while writing: nothing of it is visible
+
+    rerun = _stage(lake, JULY, tmp_path / "rerun.log")
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    assert sorted(read_back(lake, JULY)) == sorted(source_lines(lake, JULY))
+    assert not staging.exists()
+
+
+# ---------------------------------------------------------------- through Dagster: checks on the partition
+
+
+def test_dagster_run_reports_the_checks_on_the_partition_and_a_failed_error_check_blocks_downstream(lake, tmp_path):
+    put_source(lake, JULY, tmp_path / "mirror", defects=Defects(bad_values=3))
+    partitions = trade_partitions(Settings(lake=lake.url, symbols=(JULY.symbol,), first_month=JULY.month))
+    [processed] = build_processed_assets(partitions)
+
+    @dg.asset(key=["analytics", "after_processed"], deps=[PROCESSED_TRADES], partitions_def=partitions)
+    def downstream() -> None:
+        raise AssertionError("must not run after a failed blocking check")
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([processed, downstream], partition_key=JULY.dagster_key(), instance=instance,
+                                resources={"lake": LakeResource(url=lake.url), "stages": LocalStageLauncher()},
+                                raise_on_error=False)
+        assert not result.success
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert set(evaluations) == {c.name for c in CHECKS}
+        assert {e.partition for e in evaluations.values()} == {JULY.dagster_key()}
+        failed = evaluations["positive_prices"]
+        assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+        assert failed.metadata["rows_rejected"].value == 3
+        assert evaluations["rows_reconciled"].passed and evaluations["valid_trade_dates"].passed
+        [materialization] = [e.materialization for e in result.get_asset_materialization_events()
+                             if e.asset_key == PROCESSED_TRADES]
+        assert materialization.partition == JULY.dagster_key()
+        assert materialization.metadata["rows_rejected"].value == 3
+        assert instance.get_materialized_partitions(PROCESSED_TRADES) == {JULY.dagster_key()}
+        assert not instance.get_materialized_partitions(dg.AssetKey(["analytics", "after_processed"]))
