@@ -9,32 +9,42 @@ checks that the check results arrived that way and not over the job's stdout.
 """
 import ast
 import hashlib
+import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import boto3
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
+from market_etl.core.catalog import DATABASE
+from market_etl.core.catalog import TRADES_TABLE as GLUE_TRADES_TABLE
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.definitions import build_definitions
 from market_etl.jobs._stage import flag_argument, parse_stage_args, stage_parser
 from market_etl.mirror.generate import generate_mirror
 from market_etl.mirror.server import MirrorServer
 from market_etl.resources import build_resources
+from market_etl.resources.sql import AthenaSqlEngine
 from market_etl.resources.stages import GlueStageLauncher, glue_arguments
 from market_etl.settings import Settings
 from market_etl_tests.fake_glue import REPO_ROOT, StandInGlueLauncher, deploy_stage_jobs
+from market_etl_tests.test_catalog import glue  # noqa: F401  (fixture: the trades table in moto's Glue, as terraform declares it)
 
 REGION = "us-east-1"
 SYMBOL, MONTH = "BTCUSDT", "2025-07"
 PARTITION = TradePartition(SYMBOL, MONTH)
 RAW = dg.AssetKey(["raw", "trades_zip"])
 RAW_UNZIPPED = dg.AssetKey(["raw_unzipped", "trades_csv"])
+PROCESSED = dg.AssetKey(["processed", "trades"])
 # The chain one partition goes through on the aws runtime, in order, and the Glue job behind each stage.
-PIPELINE = [RAW, RAW_UNZIPPED]
-GLUE_JOBS = {RAW: "market-etl-download", RAW_UNZIPPED: "market-etl-unzip"}
+# The catalog asset (market_data/trades_binance) joins once it is in the definitions; until then the test
+# registers the partition with the aws SQL engine's own call, the one that asset makes.
+PIPELINE = [RAW, RAW_UNZIPPED, PROCESSED]
+GLUE_JOBS = {RAW: "market-etl-download", RAW_UNZIPPED: "market-etl-unzip", PROCESSED: "market-etl-etl"}
 # Download and unzip run as Glue Python shell jobs: Python 3.9 only.
 PYTHON_SHELL_MODULES = ["market_etl/jobs/download.py", "market_etl/jobs/unzip.py", "market_etl/jobs/_stage.py"]
 
@@ -64,16 +74,23 @@ def aws(moto_endpoint, s3_bucket, mirror, tmp_path):
     settings = Settings.from_env(env)
     production = build_resources(settings)["stages"]
     launcher = StandInGlueLauncher(**{**production.model_dump(), "message_poll_seconds": 1.0},
-                                   moto_endpoint=moto_endpoint, work_dir=str(tmp_path / "glue"))
+                                   moto_endpoint=moto_endpoint, work_dir=str(tmp_path / "glue"),
+                                   spark_s3_root=str(tmp_path / "spark-s3"))
     yield settings, launcher, env
     mirror.clear_faults()
 
 
+def _sql_on_moto(settings, moto_endpoint) -> AthenaSqlEngine:
+    """The aws runtime's SQL engine, its Glue and Athena clients sent to moto."""
+    return AthenaSqlEngine(**{**build_resources(settings)["sql"].model_dump(), "endpoint_url": moto_endpoint})
+
+
 def _materialize(settings, launcher, instance, assets):
-    """One run of the aws runtime's definitions, its `stages` resource swapped for the stand-in launcher."""
+    """One run of the aws runtime's definitions on moto, `stages` being the stand-in launcher."""
     defs = build_definitions(settings)
     defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
-                          resources={**defs.resources, "stages": launcher})
+                          resources={**defs.resources, "stages": launcher,
+                                     "sql": _sql_on_moto(settings, launcher.moto_endpoint)})
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(partition_key=PARTITION.dagster_key(), instance=instance,
                                   asset_selection=assets, raise_on_error=False)
@@ -91,16 +108,21 @@ def _checks(result):
              if e.event_type_value == "ASSET_CHECK_EVALUATION")}
 
 
+def _objects(s3, bucket, prefix) -> dict[str, bytes]:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
+
+
 def _pipes_messages(endpoint, bucket) -> list[dict]:
     """Every Pipes message the jobs wrote to S3 (chunks under pipes/<run prefix>/<n>.json)."""
-    s3 = boto3.client("s3", endpoint_url=endpoint)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="pipes/").get("Contents", [])]
-    chunks = [s3.get_object(Bucket=bucket, Key=k)["Body"].read().decode() for k in keys
-              if k.endswith(".json") and not k.endswith("context.json")]
+    chunks = [body.decode() for key, body in _objects(boto3.client("s3", endpoint_url=endpoint), bucket,
+                                                      "pipes/").items() if not key.endswith("context.json")]
     return [json.loads(line) for chunk in chunks for line in chunk.splitlines() if line]
 
 
-def test_one_partition_through_glue_and_moto(aws, moto_endpoint, s3_bucket, mirror_root):
+def test_one_partition_through_glue_and_moto(aws, glue, moto_endpoint, s3_bucket, mirror_root):
+    """download -> unzip -> ETL -> catalog for one partition. The ETL (a Glue Spark job) works on a local
+    copy of the bucket, synced with moto around its run: test code only, as `LocalBucketsForSpark` says."""
     settings, launcher, _env = aws
     generated = mirror_root[1]
     with dg.instance_for_test() as instance:
@@ -123,16 +145,33 @@ def test_one_partition_through_glue_and_moto(aws, moto_endpoint, s3_bucket, mirr
     assert s3.get_object(Bucket=s3_bucket, Key=csv_key)["Body"].read() == expected_csv
     assert _metadata(result, RAW_UNZIPPED)["lake_uri"] == f"s3://{s3_bucket}/{csv_key}"
 
+    # processed/: one Parquet directory per trading day in the moto bucket, every source row in it.
+    processed = _metadata(result, PROCESSED)
+    parts = {key: body for key, body in _objects(s3, s3_bucket, lake_key(Zone.PROCESSED, PARTITION) + "/").items()
+             if key.endswith(".parquet")}
+    days = {int(re.search(r"/day=(\d+)/", key).group(1)) for key in parts}
+    assert len(days) == processed["days_written"] > 0
+    rows = sum(pq.read_metadata(io.BytesIO(body)).num_rows for body in parts.values())
+    assert rows == processed["rows_written"] == processed["rows_in"] == generated.rows
+
+    # The catalog: one Glue partition per day written, located at that day's directory in the bucket.
+    catalog = _sql_on_moto(settings, moto_endpoint).register_trades_partition(PARTITION)
+    assert catalog["glue_partitions_created"] == len(days)
+    registered = {int(p["Values"][2]): p["StorageDescriptor"]["Location"]
+                  for p in glue.get_partitions(DatabaseName=DATABASE, TableName=GLUE_TRADES_TABLE)["Partitions"]}
+    assert registered == {day: f"s3://{s3_bucket}/{lake_key(Zone.PROCESSED, PARTITION, day=day)}/" for day in days}
+
     # Each stage ran as one run of its Glue job, and moto's Glue recorded it with the partition's arguments.
-    glue = boto3.client("glue", endpoint_url=moto_endpoint, region_name=REGION)
     for asset, job_name in GLUE_JOBS.items():
         assert _metadata(result, asset)["AWS Glue Job Name"] == job_name
-        [run] = glue.get_job_runs(JobName=job_name)["JobRuns"]
+        [run] = [r for r in glue.get_job_runs(JobName=job_name)["JobRuns"]
+                 if r["Arguments"]["--lake"] == settings.lake]  # moto's Glue is shared by the session's tests
         assert run["Arguments"]["--symbol"] == SYMBOL and run["Arguments"]["--month"] == MONTH
 
     # Check results came back through Pipes messages on S3, not over the jobs' stdout.
     checks = _checks(result)
     assert checks[(RAW, "checksum_verified")].passed
+    assert {key for key, _name in checks} == {RAW, PROCESSED} and all(c.passed for c in checks.values())
     s3_checks = {m["params"]["check_name"] for m in _pipes_messages(moto_endpoint, s3_bucket)
                  if m["method"] == "report_asset_check"}
     assert {name for _key, name in checks} <= s3_checks
