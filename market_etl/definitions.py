@@ -5,6 +5,7 @@ Built lazily by Dagster, so settings are read when the location loads, not at im
 
 import dagster as dg
 
+from market_etl.defs.analytics import build_analytics_assets
 from market_etl.defs.assets import build_lake_assets
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.processed import build_processed_assets
@@ -16,7 +17,11 @@ from market_etl.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = trade_partitions(settings)
     return dg.Definitions(
-        assets=[*build_lake_assets(partitions), *build_processed_assets(partitions, settings.reject_tolerance)],
+        assets=[
+            *build_lake_assets(partitions),
+            *build_processed_assets(partitions, settings.reject_tolerance),
+            *build_analytics_assets(partitions),
+        ],
         resources=build_resources(settings),
         sensors=build_sensors(settings, partitions),
     )
