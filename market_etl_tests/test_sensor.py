@@ -200,8 +200,9 @@ BLOCKING_PRICE_CHECK = "positive_prices"
 
 
 def test_downstream_follows_by_automation_and_stops_at_a_failed_blocking_check(tmp_path):
-    """Sensor -> raw for a clean and a bad month; automation then carries the clean month through the whole
-    graph and the bad month up to the asset whose blocking check failed, never past it."""
+    """The clean month: sensor -> raw, then automation alone carries it through the whole graph. The bad month:
+    a user materialises it up to processed/trades, whose blocking check fails; automation must not take it
+    further, although its upstream was updated by a run that did not target the downstream assets."""
     root = tmp_path / "mirror"
     good, bad = TradePartition("BTCUSDT", "2025-07"), TradePartition("BTCUSDT", "2025-08")
     generate_month(root, good.symbol, good.month, TRADES_PER_DAY)
@@ -209,32 +210,32 @@ def test_downstream_follows_by_automation_and_stops_at_a_failed_blocking_check(t
     with MirrorServer(root) as mirror:
         defs = build_definitions(_settings(mirror, tmp_path / "lake", MARKET_ETL_SYMBOLS="BTCUSDT"))
         automated = _automated(defs)
-        if not automated:
-            pytest.skip("pending: no asset carries DOWNSTREAM_AUTOMATION yet")
+        assert PROCESSED_TRADES in automated
         job = defs.resolve_implicit_global_asset_job_def()
         with dg.instance_for_test() as instance:
             daemon = Daemon(defs, instance)
             assert daemon.settle() == set(), "nothing may run before raw data exists"
-            for request in Ticks(defs, instance, mirror).tick():
-                assert job.execute_in_process(partition_key=request.partition_key, asset_selection=[RAW_TRADES_ZIP],
-                                              instance=instance, tags=request.tags).success
+            requests_ = {r.partition_key: r for r in Ticks(defs, instance, mirror).tick()}
+            assert requests_.keys() == {good.dagster_key(), bad.dagster_key()}
+            assert job.execute_in_process(partition_key=good.dagster_key(), asset_selection=[RAW_TRADES_ZIP],
+                                          instance=instance, tags=requests_[good.dagster_key()].tags).success
+            lake_group = [RAW_TRADES_ZIP, *(k for k in automated if k not in _downstream(defs, PROCESSED_TRADES))]
+            user_run = job.execute_in_process(partition_key=bad.dagster_key(), asset_selection=lake_group,
+                                              instance=instance, raise_on_error=False)
+            assert not user_run.success
 
             requested = daemon.settle()
 
             def materialized(key: dg.AssetKey) -> set[str]:
                 return set(instance.get_materialized_partitions(key))
 
-            assert {p for _, p in requested} <= {good.dagster_key(), bad.dagster_key()}
+            assert {p for _, p in requested} == {good.dagster_key()}
             for key in automated:
                 assert good.dagster_key() in materialized(key), f"{key.to_user_string()} did not follow"
-            graph = defs.resolve_asset_graph()
-            if PROCESSED_TRADES not in graph.get_all_asset_keys():
-                pytest.skip("pending: processed/trades (blocking checks) is not in the graph yet")
-            bad_runs = {run.run_id for run in instance.get_runs(
-                filters=dg.RunsFilter(tags={"dagster/partition": bad.dagster_key()}))}
             [failed] = [record for record in instance.event_log_storage.get_asset_check_execution_history(
-                dg.AssetCheckKey(PROCESSED_TRADES, BLOCKING_PRICE_CHECK), limit=20) if record.run_id in bad_runs]
+                dg.AssetCheckKey(PROCESSED_TRADES, BLOCKING_PRICE_CHECK), limit=20) if record.run_id == user_run.run_id]
+            assert failed.partition == bad.dagster_key()
             assert failed.event.dagster_event.event_specific_data.passed is False
+            assert bad.dagster_key() in materialized(PROCESSED_TRADES), "a failed check still records the materialisation"
             for key in _downstream(defs, PROCESSED_TRADES):
                 assert bad.dagster_key() not in materialized(key), f"{key.to_user_string()} ran past a failed check"
-                assert (key, bad.dagster_key()) not in requested
