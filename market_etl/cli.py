@@ -25,6 +25,7 @@ def _demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from market_etl import query_cli
     from market_etl import bench as bench_cli
+    from market_etl import bench_etl
     from market_etl.mirror import cli as mirror_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: one by name, or every one (with its defaults) when none is given")
     benchmarks = bench.add_subparsers(dest="benchmark")
     bench_cli.register(benchmarks)
+    bench_etl.register(benchmarks)
     bench.set_defaults(func=lambda args: _bench_all(benchmarks))
     return parser
 

@@ -27,6 +27,15 @@ def _ensure_mirror(trades_per_day: int, seed: int) -> Path:
     return MIRROR_DIR
 
 
+def _check_outcomes(result) -> list[str]:
+    """One line per asset: each of its checks on this partition, passed or failed with its severity."""
+    by_asset: dict[str, list[str]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        outcome = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        by_asset.setdefault(evaluation.asset_key.to_user_string(), []).append(f"{evaluation.check_name}={outcome}")
+    return [f"{asset} checks: {', '.join(checks)}" for asset, checks in by_asset.items()]
+
+
 def run_demo(trades_per_day: int = 2000, seed: int = 7) -> int:
     import dagster as dg
 
@@ -64,6 +73,8 @@ def run_demo(trades_per_day: int = 2000, seed: int = 7) -> int:
                 failures += not ok
                 print(f"  {partition}: {'ok' if ok else 'FAILED'} in {time.monotonic() - t0:.1f}s  "
                       + " ".join(statuses))
+                for line in _check_outcomes(result):
+                    print(f"      {line}")
     print(f"demo: {len(DEMO_SYMBOLS) * len(DEMO_MONTHS) - failures} partitions ok, {failures} failed, "
           f"{time.monotonic() - started:.1f}s")
     from market_etl.query_cli import show_demo_queries

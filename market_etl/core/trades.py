@@ -235,7 +235,7 @@ class Rule:
 
 
 def _empty(name: str) -> Column:
-    return F.col(name).isNull() | (F.trim(F.col(name)) == "")
+    return F.octet_length(F.col(name)) == 0  # blank or padded values fail the decimal rule instead
 
 
 RULES: tuple[Rule, ...] = (

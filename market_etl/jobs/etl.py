@@ -16,6 +16,7 @@ job; it imports dagster_pipes, never dagster, and takes everything as arguments.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -110,9 +111,9 @@ def read_layout(lake: Lake, key: str) -> SourceLayout:
 #: Set when the JVM starts (local runs; Glue starts its own): the throughput collector, measured ~7% less
 #: CPU than G1 on this allocation-heavy parse (every field is a short-lived string).
 LAUNCH_CONF = {"spark.driver.extraJavaOptions": "-XX:+UseParallelGC"}
-#: Dictionary encoding only where values repeat: for unique ids and times (and quote_qty, a product
-#: of two varying values) it fills a dictionary, gives up and re-encodes plain (~5% of the write).
-PLAIN_ENCODED = ("trade_id", "trade_time", "quote_qty")
+#: Dictionary encoding only for price (it repeats: ~3 bytes a row): ids and times are unique, and on
+#: real-like data quantity and quote_qty fill the dictionary page, give up and fall back to plain anyway.
+PLAIN_ENCODED = ("trade_id", "trade_time", "quantity", "quote_qty")
 
 
 def configure(spark) -> None:
@@ -333,19 +334,19 @@ def data_version(lake: Lake, source: str) -> str | None:
     return hashlib.sha256(f"{source_sha256}:{TRANSFORM_VERSION}".encode()).hexdigest()[:32]
 
 
-def _jvm_peak_rss(spark) -> int:
-    """VmHWM of the JVM PySpark started (local runs); 0 where Spark runs elsewhere (Glue)."""
+def jvm_usage(spark) -> tuple[int, float]:
+    """Peak RSS (VmHWM, bytes) and CPU seconds of the JVM PySpark started; zeros where Spark runs elsewhere (Glue)."""
     proc = getattr(spark.sparkContext._gateway, "proc", None)
     if proc is None:
-        return 0
+        return 0, 0.0
     try:
         with open(f"/proc/{proc.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+            peak = next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), 0)
+        with open(f"/proc/{proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return peak, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except OSError:
-        pass
-    return 0
+        return 0, 0.0
 
 
 def pipes_metadata(metadata: dict) -> dict:
@@ -354,28 +355,42 @@ def pipes_metadata(metadata: dict) -> dict:
             for key, value in metadata.items()}
 
 
-def main(argv=None) -> None:
+def run_stage(args) -> EtlResult:
+    """What the entry point does between parsing and reporting: start Spark, run, stop, measure."""
     from market_etl.core.spark import build_spark_session
 
+    lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
+    started = time.perf_counter()
+    # master=None: local[*] when started from Python, the cluster's master on Glue.
+    spark = build_spark_session(f"market-etl-etl-{args.symbol}-{args.month}", master=None, extra_conf=LAUNCH_CONF)
+    jvm_start_seconds = time.perf_counter() - started
+    try:
+        result = run_etl(spark, args.partition, lake, reject_tolerance=args.reject_tolerance)
+        jvm_peak, jvm_cpu = jvm_usage(spark)
+    finally:
+        spark.stop()
+    own = os.times()
+    result.metadata.update({
+        "jvm_start_seconds": round(jvm_start_seconds, 2),
+        # This process plus the JVM it started (local runs; on Glue the JVM is Glue's).
+        "peak_rss_mb": round((peak_rss_bytes() + jvm_peak) / 1e6, 1),
+        "cpu_seconds": round(own.user + own.system + jvm_cpu, 1),
+    })
+    return result
+
+
+def stage_arguments(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--reject-tolerance", type=float, default=0.0,
                         help="fraction of the source rows a rule may quarantine before its check fails (default 0)")
-    args = parse_stage_args(parser, argv)
+    return parse_stage_args(parser, argv)
+
+
+def main(argv=None) -> None:
+    args = stage_arguments(argv)
     with open_stage_pipes(argv) as pipes:
-        lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
-        started = time.perf_counter()
-        # master=None: local[*] when started from Python, the cluster's master on Glue.
-        spark = build_spark_session(f"market-etl-etl-{args.symbol}-{args.month}", master=None,
-                                    extra_conf=LAUNCH_CONF)
-        jvm_start_seconds = time.perf_counter() - started
-        try:
-            result = run_etl(spark, args.partition, lake, reject_tolerance=args.reject_tolerance)
-            peak_rss = peak_rss_bytes() + _jvm_peak_rss(spark)
-        finally:
-            spark.stop()
+        result = run_stage(args)
         m = result.metadata
-        m["jvm_start_seconds"] = round(jvm_start_seconds, 2)
-        m["peak_rss_mb"] = round(peak_rss / 1e6, 1)  # this process + the JVM it started (local runs)
         pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
                        f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
                        f"duplicates removed in {m['spark_seconds']}s ({m['rows_per_second']:,} rows/s)")
