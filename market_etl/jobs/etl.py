@@ -129,6 +129,11 @@ def configure(spark) -> None:
         spark.conf.set(key, value)
     # No _SUCCESS markers in staged directories (the swap is the commit).
     spark.sparkContext._jsc.hadoopConfiguration().set("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+    # Parquet warns once per file opened when a task holds many day files at once (a small month is one
+    # task writing all its days): it only shrinks row groups to fit the heap, nothing to act on.
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.parquet.hadoop.MemoryManager", jvm.org.apache.logging.log4j.Level.ERROR)
 
 
 def write_trades(trades, uri: str) -> None:
