@@ -22,6 +22,7 @@ import pytest
 
 from market_etl.core.checks import CHECKS
 from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.publish import clear, publish_directory, remove_directory
 from market_etl.core.trades import SchemaDrift, SourceError
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
@@ -226,6 +227,32 @@ def test_schema_drift_fails_naming_the_column_and_writes_nothing(spark, lake, fi
     with pytest.raises(SchemaDrift, match=column):
         run_etl(spark, JULY, lake)
     assert not list(lake.list("processed/"))
+
+
+# ---------------------------------------------------------------- publishing on both lake kinds (no Spark)
+
+
+def test_publishing_replaces_a_directory_whole_with_stable_names(any_lake):
+    """The swap the stage ends with, on a local lake (directory exchange) and on S3 (copy, then delete)."""
+    staged, final, scratch = "temp/trades/x/day=3", "processed/trades/x/day=3", "temp/trades/x"
+    any_lake.put_bytes(f"{final}/part-00000.snappy.parquet", b"old-0")
+    any_lake.put_bytes(f"{final}/part-00001.snappy.parquet", b"old-1")
+    any_lake.put_bytes(f"{final}/part-00002.snappy.parquet", b"old-2")
+    for task, body in ((7, b"new-b"), (2, b"new-a")):
+        any_lake.put_bytes(f"{staged}/part-{task:05d}-1f2e-c000.snappy.parquet", body)
+    any_lake.put_bytes(f"{staged}/_SUCCESS", b"")
+
+    published = publish_directory(any_lake, staged, final)
+    assert [o.key for o in published.files] == [f"{final}/part-00000.snappy.parquet",
+                                                 f"{final}/part-00001.snappy.parquet"]
+    assert {o.key: any_lake.get_bytes(o.key) for o in any_lake.list(final + "/")} == {
+        f"{final}/part-00000.snappy.parquet": b"new-a", f"{final}/part-00001.snappy.parquet": b"new-b"}
+    assert published.bytes == 10
+
+    assert remove_directory(any_lake, final, scratch) == 1
+    assert not list(any_lake.list(final + "/"))
+    clear(any_lake, scratch)
+    assert not list(any_lake.list(scratch + "/"))
 
 
 # ---------------------------------------------------------------- case 17: killed mid-write

@@ -25,7 +25,11 @@ from market_etl.core.keys import TradePartition
 from market_etl.core.trades import (
     PARTITION_COLUMNS,
     PARTITION_SCHEMA,
+    PROCESSED_SCHEMA,
+    REJECTED_SCHEMA,
     RULES,
+    SOURCE_COLUMNS,
+    SOURCE_SCHEMA,
     TRADES_COLUMNS,
     TRADES_SCHEMA,
     Gap,
@@ -75,6 +79,18 @@ def test_schema_constants_agree_with_the_catalog_and_spark_types():
     assert PARTITION_COLUMNS == catalog.TRADES_PARTITION_KEYS
     assert [(f.name, f.dataType.simpleString()) for f in TRADES_SCHEMA.fields] == list(TRADES_COLUMNS)
     assert [(f.name, f.dataType.simpleString()) for f in PARTITION_SCHEMA.fields] == list(PARTITION_COLUMNS)
+
+
+def test_transform_outputs_have_the_declared_schemas(spark):
+    def types(schema):
+        return [(f.name, f.dataType) for f in schema.fields]
+
+    lines = lines_frame(spark, [trade_line(1), trade_line(2, price="0")])
+    fields = split_fields(lines, SourceLayout(None))
+    assert types(fields.select(*SOURCE_COLUMNS).schema) == types(SOURCE_SCHEMA)
+    checked = apply_rules(parse_fields(fields), JULY)
+    assert types(valid_trades(checked, JULY).schema) == types(PROCESSED_SCHEMA)
+    assert types(rejected_rows(checked).schema) == types(REJECTED_SCHEMA)
 
 
 def test_rules_and_checks_are_declared_once():

@@ -276,7 +276,6 @@ RULES: tuple[Rule, ...] = (
          "The quantity is greater than zero.",
          lambda m: F.col("quantity") <= 0),
 )
-RULES_BY_NAME = {rule.name: rule for rule in RULES}
 
 
 def rules_of_check(check: str) -> tuple[Rule, ...]:
