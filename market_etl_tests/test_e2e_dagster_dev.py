@@ -34,7 +34,8 @@ TRADES_PER_DAY = 200
 PROCESSED = ("processed", "trades")
 BAD_PRICE_CHECK = "positive_prices"
 STARTUP_SECONDS = 180
-BACKFILL_SECONDS = 900  # ceiling; the 4-partition backfill took 329 s at load average ~10 on 2 cores (4 serialised Spark stages)
+# A ceiling: the 4-partition backfill took 329 s at load average ~10 on 2 cores (its 4 Spark stages run one at a time).
+BACKFILL_SECONDS = 900
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 ASSETS_QUERY = """
