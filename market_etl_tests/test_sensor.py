@@ -1,4 +1,5 @@
-"""The new-months sensor against a real mirror: exactly the published or republished partitions, one listing per symbol."""
+"""The new-months sensor against a real mirror (exactly the new or republished partitions, one listing per symbol),
+and the declarative automation that carries them downstream."""
 import datetime as dt
 import json
 
@@ -236,6 +237,6 @@ def test_downstream_follows_by_automation_and_stops_at_a_failed_blocking_check(t
                 dg.AssetCheckKey(PROCESSED_TRADES, BLOCKING_PRICE_CHECK), limit=20) if record.run_id == user_run.run_id]
             assert failed.partition == bad.dagster_key()
             assert failed.event.dagster_event.event_specific_data.passed is False
-            assert bad.dagster_key() in materialized(PROCESSED_TRADES), "a failed check still records the materialisation"
+            assert bad.dagster_key() in materialized(PROCESSED_TRADES), "a failed check keeps its materialisation"
             for key in _downstream(defs, PROCESSED_TRADES):
                 assert bad.dagster_key() not in materialized(key), f"{key.to_user_string()} ran past a failed check"

@@ -21,7 +21,8 @@ from market_etl.core.keys import validate_symbol
 
 DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
 # Some old checksum names carry an unpadded month (`...-2020-8.zip.CHECKSUM`); normalised below.
-_ARCHIVE_NAME = re.compile(r"(?P<symbol>[A-Z0-9]+)-trades-(?P<year>\d{4})-(?P<month>\d{1,2})\.zip(?P<checksum>\.CHECKSUM)?")
+_ARCHIVE_NAME = re.compile(
+    r"(?P<symbol>[A-Z0-9]+)-trades-(?P<year>\d{4})-(?P<month>\d{1,2})\.zip(?P<checksum>\.CHECKSUM)?")
 _MAX_PAGES = 100
 
 

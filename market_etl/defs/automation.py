@@ -11,7 +11,9 @@ import dagster as dg
 # while a republished or newly listed archive can be any month. Plus: a partition runs only after every
 # blocking check of its upstream partition passed (a bad month stops at the asset whose check failed).
 DOWNSTREAM_AUTOMATION = (
-    dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()).with_label("eager, any month")
+    dg.AutomationCondition.eager()
+    .without(dg.AutomationCondition.in_latest_time_window())
+    .with_label("eager, any month")
     & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("downstream: eager, any month, after upstream blocking checks passed")
 
