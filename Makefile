@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo dev test bench clean
+.PHONY: setup demo dev test test-e2e bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ dev: setup
 	$(BIN)/market-etl init-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# The suite CI runs. The end-to-end tests through a real `dagster dev` (marked slow) run with `make test-e2e`.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+test-e2e: setup
+	$(BIN)/python -m pytest -m slow
 
 bench: setup
 	$(BIN)/market-etl bench
