@@ -49,6 +49,7 @@ from market_etl.core.trades import (
     split_fields,
     time_unit_of,
     valid_trades,
+    with_partition_columns,
 )
 
 JULY = TradePartition("BTCUSDT", "2025-07")
@@ -89,7 +90,8 @@ def test_transform_outputs_have_the_declared_schemas(spark):
     fields = split_fields(lines, SourceLayout(None))
     assert types(fields.select(*SOURCE_COLUMNS).schema) == types(SOURCE_SCHEMA)
     checked = apply_rules(parse_fields(fields), JULY)
-    assert types(valid_trades(checked, JULY).schema) == types(PROCESSED_SCHEMA)
+    assert types(valid_trades(checked).schema) == types(TRADES_SCHEMA)
+    assert types(with_partition_columns(valid_trades(checked), JULY).schema) == types(PROCESSED_SCHEMA)
     assert types(rejected_rows(checked).schema) == types(REJECTED_SCHEMA)
 
 
@@ -147,8 +149,8 @@ def _variants():
                                                     (False, False, True), (True, True, True)])
 def test_header_time_unit_and_bool_spelling_give_identical_output(spark, unit_ms, lower, header):
     render = _variants()
-    expected = valid_trades(checked_frame(spark, render(False, False, False)), JULY)
-    actual = valid_trades(checked_frame(spark, render(unit_ms, lower, header)), JULY)
+    expected = with_partition_columns(valid_trades(checked_frame(spark, render(False, False, False))), JULY)
+    actual = with_partition_columns(valid_trades(checked_frame(spark, render(unit_ms, lower, header))), JULY)
     assertDataFrameEqual(actual, expected)
     assert actual.count() == 3
 
@@ -156,19 +158,19 @@ def test_header_time_unit_and_bool_spelling_give_identical_output(spark, unit_ms
 def test_values_keep_every_source_digit(spark):
     prices = ["93576.00000000", "0.00000001", "9999999999.99999999", "1.5", "42", "+7.00000001"]
     lines = [trade_line(1000 + i, price=p, qty=p.lstrip("+"), quote=p.lstrip("+")) for i, p in enumerate(prices)]
-    rows = valid_trades(checked_frame(spark, lines), JULY).orderBy("trade_id").collect()
+    rows = valid_trades(checked_frame(spark, lines)).orderBy("trade_id").collect()
     assert [r.price for r in rows] == [Decimal(p) for p in prices]
     assert [f"{r.price:.8f}" for r in rows][:3] == prices[:3]  # Binance's own form comes back character for character
     assert [r.quantity for r in rows] == [Decimal(p.lstrip("+")) for p in prices]
     big = "12345678901234567890.12345678"  # 20 whole digits: decimal(28,8)'s limit, beyond a long's range
-    [row] = valid_trades(checked_frame(spark, [trade_line(1, qty=big, quote=big)]), JULY).collect()
+    [row] = valid_trades(checked_frame(spark, [trade_line(1, qty=big, quote=big)])).collect()
     assert (f"{row.quantity:.8f}", f"{row.quote_qty:.8f}") == (big, big)
 
 
 def test_trade_time_and_day_come_from_the_utc_epoch(spark):
     edges = [JULY_START_US, JULY_START_US + 86_400_000_000 - 1, JULY_START_US + 86_400_000_000, AUGUST_START_US - 1]
     lines = [trade_line(1 + i, time=t) for i, t in enumerate(edges)]
-    rows = valid_trades(checked_frame(spark, lines), JULY).orderBy("trade_id").collect()
+    rows = with_partition_columns(valid_trades(checked_frame(spark, lines)), JULY).orderBy("trade_id").collect()
     assert [r.day for r in rows] == [1, 1, 2, 31]
     assert {(r.year, r.month, r.symbol) for r in rows} == {(2025, 7, "BTCUSDT")}
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -208,7 +210,7 @@ BROKEN_RULES = [  # (line, rule, reason): every line breaks exactly the rule nam
 
 def test_each_rule_quarantines_its_rows_with_the_original_line(spark):
     checked = checked_frame(spark, [trade_line(2), *[line for line, _, _ in BROKEN_RULES]])
-    assert [r.trade_id for r in valid_trades(checked, JULY).collect()] == [2]
+    assert [r.trade_id for r in valid_trades(checked).collect()] == [2]
     rejected = {r.line: (r.rule, r.reason) for r in rejected_rows(checked).collect()}
     assert rejected == {line: (rule, reason) for line, rule, reason in BROKEN_RULES}
     assert {rule for _, rule, _ in BROKEN_RULES} == {rule.name for rule in RULES}  # every rule exercised
@@ -218,7 +220,7 @@ def test_observed_counts_and_time_unit(spark):
     observation = Observation()
     checked = checked_frame(spark, [trade_line(1), trade_line(2, price="0"), trade_line(3, time=1)], JULY,
                             observation)
-    valid_trades(checked, JULY).collect()
+    valid_trades(checked).collect()
     metrics = observation.get
     assert (metrics["rows_in"], metrics["rows_rejected"]) == (3, 2)
     assert time_unit_of(metrics) == "us"
@@ -228,7 +230,7 @@ def test_mixed_time_units_in_one_file_fail(spark):
     observation = Observation()
     checked = checked_frame(spark, [trade_line(1), trade_line(2, time=(JULY_START_US + 5_000_000) // 1000)],
                             JULY, observation)
-    valid_trades(checked, JULY).collect()
+    valid_trades(checked).collect()
     with pytest.raises(SourceError, match=r"mixed time units.*ms \(13-digit\) and us \(16-digit\)"):
         time_unit_of(observation.get)
 
@@ -236,7 +238,7 @@ def test_mixed_time_units_in_one_file_fail(spark):
 def test_rows_are_sorted_by_trade_time_within_each_task(spark):
     times = [JULY_START_US + t for t in (500, 100, 100, 300)]
     lines = [trade_line(10 + i, time=t) for i, t in enumerate(times)]
-    ordered = sorted_within_days(valid_trades(checked_frame(spark, lines), JULY).coalesce(1)).collect()
+    ordered = sorted_within_days(valid_trades(checked_frame(spark, lines)).coalesce(1)).collect()
     assert [r.trade_id for r in ordered] == [11, 12, 13, 10]
 
 
@@ -245,7 +247,7 @@ def test_rows_are_sorted_by_trade_time_within_each_task(spark):
 
 def test_duplicates_tell_exact_copies_from_conflicting_ones(spark):
     lines = [trade_line(1), trade_line(1), trade_line(1), trade_line(2), trade_line(3), trade_line(3, price="1.0")]
-    trades = valid_trades(checked_frame(spark, lines), JULY)
+    trades = valid_trades(checked_frame(spark, lines))
     summary = {r.trade_id: (r.copies, r.variants) for r in duplicated_ids(trades).collect()}
     assert summary == {1: (3, 1), 3: (2, 2)}
     assert sorted(r.trade_id for r in drop_exact_duplicates(trades.where("trade_id < 3")).collect()) == [1, 2]

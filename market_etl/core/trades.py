@@ -298,13 +298,8 @@ def apply_rules(parsed: DataFrame, partition: TradePartition, observation: Obser
     return parsed.withColumn("rule", broken).observe(observation or Observation(), *metric_columns())
 
 
-def valid_trades(checked: DataFrame, partition: TradePartition) -> DataFrame:
-    """The rows that broke no rule, in the processed schema plus the partition columns.
-
-    year and month are the partition's (every valid time is inside it); the day comes from the epoch
-    microseconds directly (UTC by definition, no time zone lookup per row).
-    """
-    start_us = MonthBounds.of(partition).start_us
+def valid_trades(checked: DataFrame) -> DataFrame:
+    """The rows that broke no rule, in the processed schema (TRADES_SCHEMA)."""
     return checked.where(F.col("rule").isNull()).select(
         F.col("trade_id"),
         F.col("price_value").alias("price"),
@@ -313,9 +308,23 @@ def valid_trades(checked: DataFrame, partition: TradePartition) -> DataFrame:
         F.timestamp_micros(F.col("time_us")).alias("trade_time"),
         F.col("buyer_maker_value").alias("is_buyer_maker"),
         F.col("best_match_value").alias("is_best_match"),
+    )
+
+
+def with_partition_columns(trades: DataFrame, partition: TradePartition) -> DataFrame:
+    """Adds year, month, day and symbol (PROCESSED_SCHEMA), what Spark's partitionBy turns into the path.
+
+    year and month are the partition's (every valid time is inside it); the day comes from the epoch
+    microseconds directly (UTC by definition, no time zone lookup per row). Added after the sort, so
+    the sorted rows carry four columns fewer.
+    """
+    start_us = MonthBounds.of(partition).start_us
+    return trades.select(
+        *[name for name, _ in TRADES_COLUMNS],
         F.lit(partition.year).cast(T.IntegerType()).alias("year"),
         F.lit(partition.month_number).cast(T.IntegerType()).alias("month"),
-        (F.expr(f"(time_us - {start_us}) div {MICROS_PER_DAY}") + 1).cast(T.IntegerType()).alias("day"),
+        (F.expr(f"(unix_micros(trade_time) - {start_us}) div {MICROS_PER_DAY}") + 1).cast(T.IntegerType())
+        .alias("day"),
         F.lit(partition.symbol).alias("symbol"),
     )
 

@@ -52,6 +52,7 @@ from market_etl.core.trades import (
     split_fields,
     time_unit_of,
     valid_trades,
+    with_partition_columns,
 )
 from market_etl.jobs._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import Lake, open_lake
@@ -272,7 +273,8 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
     observation = Observation()
     checked = apply_rules(parse_fields(split_fields(spark.read.text(lake.uri(paths.source)), layout)), partition,
                           observation)
-    write_trades(sorted_within_days(valid_trades(checked, partition)), lake.uri(paths.staged_trades))
+    trades = with_partition_columns(sorted_within_days(valid_trades(checked)), partition)
+    write_trades(trades, lake.uri(paths.staged_trades))
     metrics = observation.get
     clock.lap("parse_validate_write")
     time_unit = time_unit_of(metrics)  # fails on mixed units, before anything is published
