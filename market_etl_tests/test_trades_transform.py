@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyspark.sql import Observation
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from market_etl.core import catalog
@@ -25,7 +26,9 @@ from market_etl.core.keys import TradePartition
 from market_etl.core.trades import (
     PARTITION_COLUMNS,
     PARTITION_SCHEMA,
+    PRICE_TYPE,
     PROCESSED_SCHEMA,
+    QUANTITY_TYPE,
     REJECTED_SCHEMA,
     RULES,
     SOURCE_COLUMNS,
@@ -42,6 +45,7 @@ from market_etl.core.trades import (
     duplicated_ids,
     id_segments,
     ids_in_order,
+    parse_decimal,
     parse_fields,
     rejected_rows,
     sorted_within_days,
@@ -165,6 +169,20 @@ def test_values_keep_every_source_digit(spark):
     big = "12345678901234567890.12345678"  # 20 whole digits: decimal(28,8)'s limit, beyond a long's range
     [row] = valid_trades(checked_frame(spark, [trade_line(1, qty=big, quote=big)])).collect()
     assert (f"{row.quantity:.8f}", f"{row.quote_qty:.8f}") == (big, big)
+
+
+@pytest.mark.parametrize("data_type", [PRICE_TYPE, QUANTITY_TYPE])
+def test_decimals_are_exact_or_null_never_rounded(spark, data_type):
+    cases = {
+        "93576.00000000": "93576.00000000", "-3.25000000": "-3.25", "-0.50000000": "-0.5",
+        "+7.00000001": "7.00000001", "0.5": "0.5", "42": "42", "9999999999.99999999": "9999999999.99999999",
+        "1.2.00000000": None, "12.1234.567": None, "5.0000000a": None, "1.123456789": None, ".": None, "": None,
+        "12345678901.00000000": None if data_type == PRICE_TYPE else "12345678901",
+        "99999999999.99999999": None if data_type == PRICE_TYPE else "99999999999.99999999",
+    }
+    frame = spark.createDataFrame([(text,) for text in cases], "text string")
+    parsed = dict(frame.select("text", parse_decimal(F.col("text"), data_type).alias("value")).collect())
+    assert parsed == {text: None if value is None else Decimal(value) for text, value in cases.items()}
 
 
 def test_trade_time_and_day_come_from_the_utc_epoch(spark):

@@ -161,20 +161,29 @@ def _make_decimal(unscaled: Column, data_type: T.DecimalType) -> Column:
     return Column(jvm.org.apache.spark.sql.Column(expr))
 
 
+#: Fast-path limit on the whole part: whole * 10^8 + fraction must stay inside a long.
+FAST_WHOLE_LIMIT = 90_000_000_000
+
+
 def parse_decimal(text: Column, data_type: T.DecimalType) -> Column:
     """The exact decimal value of `text`, or null when it is not a plain decimal with at most 8 places.
 
-    Binance's form (digits, a dot, exactly 8 decimals) takes the fast path: drop the dot, read a long,
-    scale it. Anything else (fewer decimals, no dot, a sign) is checked against a pattern and cast;
-    more than 8 decimals is null, never rounded: the processed value must equal the source text.
+    Binance's form (digits, a dot, exactly 8 decimals) takes a fast path that creates no string: Spark
+    casts "93576.00000000" to the long 93576 only when everything after the dot is digits, so with the
+    dot 9th from the end the last 8 characters are the fraction, and the unscaled value is
+    whole * 10^8 +/- fraction. Anything else (fewer decimals, no dot, a huge value) is checked against
+    a pattern and cast; more than 8 decimals is null, never rounded: the value must equal the text.
     """
-    dot = F.instr(text, ".")
-    digits = F.replace(text, F.lit("."), F.lit(""))
     size = F.octet_length(text)  # bytes: O(1), where length() counts UTF-8 characters
-    binance_form = (dot > 1) & (size - dot == SCALE) & (F.octet_length(digits) == size - 1)
+    whole = text.cast(T.LongType())  # null unless [sign]digits[.digits]; the fraction is dropped
+    fraction = text.substr(size - (SCALE - 1), F.lit(SCALE)).cast(T.LongType())
+    scaled = whole * 10**SCALE
+    unscaled = F.when(text.startswith("-"), scaled - fraction).otherwise(scaled + fraction)
+    binance_form = ((size > SCALE + 1) & (text.substr(size - SCALE, F.lit(1)) == ".")
+                    & (F.abs(whole) < FAST_WHOLE_LIMIT))
+    fast = _make_decimal(unscaled, data_type)
     whole_digits = data_type.precision - data_type.scale
     plain = text.rlike(rf"^[+-]?[0-9]{{1,{whole_digits}}}(\.[0-9]{{1,{SCALE}}})?$")
-    fast = _make_decimal(digits.cast(T.LongType()), data_type)
     return F.when(binance_form & fast.isNotNull(), fast).when(plain, text.cast(data_type))
 
 
