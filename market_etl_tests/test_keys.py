@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from market_etl.core.keys import (
-    InvalidPartitionKey, TradePartition, Zone, lake_key, parse_symbols, validate_month, validate_symbol,
+    InvalidPartitionKey, TradePartition, Zone, lake_key, new_run_id, parse_symbols, validate_month, validate_symbol,
 )
 
 HOSTILE = ["BTCUSDT' OR '1'='1", "../etc", "btcusdt", "BTC/USDT", "", "B", "A" * 21, "BTC USDT", "BTCUSDT\n",
@@ -48,6 +48,21 @@ def test_lake_layout():
     assert lake_key(Zone.RAW_UNZIPPED, p).endswith("symbol=BTCUSDT/month=2025-07/BTCUSDT-trades-2025-07.csv")
     assert lake_key(Zone.PROCESSED, p, day=5) == "processed/trades/year=2025/month=7/day=5/symbol=BTCUSDT"
     assert lake_key(Zone.REJECTED, p) == "rejected/trades/symbol=BTCUSDT/month=2025-07"
+
+
+def test_analytics_run_prefixes_sort_by_start_and_are_validated():
+    p = TradePartition("BTCUSDT", "2025-07")
+    earlier = new_run_id(dt.datetime(2025, 8, 1, 12, 0, 0, 5, tzinfo=dt.timezone.utc))
+    later = new_run_id(dt.datetime(2025, 8, 1, 12, 0, 0, 6, tzinfo=dt.timezone.utc))
+    assert re.fullmatch(r"20250801T120000000005Z-[0-9a-f]{8}", earlier) and earlier < later
+    assert lake_key(Zone.ANALYTICS, p, dataset="ohlcv_1m", run=earlier) == (
+        f"analytics/ohlcv_1m/year=2025/month=7/symbol=BTCUSDT/run-{earlier}")
+    for bad in ["../x", "20250801T120000000005Z", "20250801T120000000005Z-ABCDEF12", f"{earlier}/.."]:
+        with pytest.raises(InvalidPartitionKey):
+            lake_key(Zone.ANALYTICS, p, dataset="ohlcv_1m", run=bad)
+    for zone, partition in [(Zone.PROCESSED, p), (Zone.ANALYTICS, None)]:
+        with pytest.raises(ValueError, match="run prefix"):
+            lake_key(zone, partition, dataset="ohlcv_1m", run=earlier)
 
 
 def test_symbol_list_parsing():

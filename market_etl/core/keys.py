@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9]{2,20}")
 MONTH_PATTERN = re.compile(r"(\d{4})-(\d{2})")
+# A materialisation's own prefix inside a partition: UTC start time (microseconds), then 8 random hex digits.
+# Fixed width, so the lexical order of run ids is their start order.
+RUN_ID_PATTERN = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 # Binance's spot archive starts in 2017; nothing earlier can exist.
 EARLIEST_MONTH = "2017-01"
 
@@ -115,23 +119,34 @@ def archive_stem(partition: TradePartition) -> str:
     return f"{partition.symbol}-trades-{partition.month}"
 
 
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """A fresh run id (RUN_ID_PATTERN): later runs sort after earlier ones, concurrent ones never collide."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
+
+
 def lake_key(zone: Zone, partition: TradePartition | None = None, *, day: int | None = None,
-             dataset: str = "trades") -> str:
+             dataset: str = "trades", run: str | None = None) -> str:
     """The one place that builds lake keys (relative to the lake root, `/`-separated).
 
     raw          raw/binance/spot/trades/symbol=S/month=YYYY-MM/S-trades-YYYY-MM.zip
     raw_unzipped raw_unzipped/binance/spot/trades/symbol=S/month=YYYY-MM/S-trades-YYYY-MM.csv
     processed    processed/trades[/year=Y/month=M[/day=D/symbol=S]]
     rejected     rejected/trades[/symbol=S/month=YYYY-MM]
-    analytics    analytics/<dataset>[/year=Y/month=M/symbol=S]
+    analytics    analytics/<dataset>[/year=Y/month=M/symbol=S[/run-<run id>]]
     catalog      catalog/<dataset>
     temp         temp/<dataset>[/symbol=S/month=YYYY-MM]
-    Keys for a partition are derived only from validated partition fields.
+    Keys for a partition are derived only from validated partition fields. `run` (analytics only) names
+    one materialisation's own prefix (new_run_id): Athena's UNLOAD writes only into an empty location.
     """
     if partition is not None and not isinstance(partition, TradePartition):
         raise TypeError("lake_key needs a TradePartition, which validates symbol and month")
     if not re.fullmatch(r"[a-z0-9_]{1,64}", dataset):
         raise InvalidPartitionKey(f"invalid dataset name {dataset!r}")
+    if run is not None and (zone is not Zone.ANALYTICS or partition is None):
+        raise ValueError("a run prefix exists only inside an analytics partition")
+    if run is not None and not RUN_ID_PATTERN.fullmatch(run):
+        raise InvalidPartitionKey(f"invalid run id {run!r}: expected {RUN_ID_PATTERN.pattern} (new_run_id())")
     p = partition
     if zone in (Zone.RAW, Zone.RAW_UNZIPPED):
         if p is None:
@@ -153,7 +168,10 @@ def lake_key(zone: Zone, partition: TradePartition | None = None, *, day: int | 
         return base if p is None else f"{base}/symbol={p.symbol}/month={p.month}"
     if zone is Zone.ANALYTICS:
         base = f"analytics/{dataset}"
-        return base if p is None else f"{base}/year={p.year}/month={p.month_number}/symbol={p.symbol}"
+        if p is None:
+            return base
+        partition_dir = f"{base}/year={p.year}/month={p.month_number}/symbol={p.symbol}"
+        return partition_dir if run is None else f"{partition_dir}/run-{run}"
     if zone is Zone.CATALOG:
         return f"catalog/{dataset}"
     if zone is Zone.TEMP:
