@@ -6,6 +6,8 @@ unchanged (RELIABILITY.md case 24).
 
 - aws runtime: the Glue Data Catalog. One Glue partition per (year, month, day, symbol), its location
   the day's directory, registered with BatchCreatePartition (Athena reads every file under it).
+  Analytics tables: one Glue partition per (year, month, symbol), its location the prefix of the one
+  materialisation (`.../symbol=S/run-<id>/`) that readers see; a new run switches it, then older runs go.
 - local runtime: a DuckDB database file in the lake (`catalog/market_etl.duckdb`). It holds
   `market_data.registered_files` (one row per registered Parquet file, the local "partition list") and
   one view per table over exactly those files, rebuilt whenever a partition is (re)registered. Listing
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import RUN_ID_PATTERN, TradePartition, Zone, lake_key
 from market_etl.lake.base import Lake, ObjectInfo
 
 DATABASE = "market_data"
@@ -117,12 +119,19 @@ class CatalogTable:
     name: str
     hive_keys: tuple[str, ...]  # partition directories in path order (year, month, [day,] symbol)
     select: str  # the view's select list over read_parquet(...)
+    # The data files' columns in order, Athena / Glue types: the Glue table (terraform) declares exactly these.
+    columns: tuple[tuple[str, str], ...] = ()
     empty_select: str | None = None  # the typed, empty view before anything is registered; None: no view yet
     expected_parquet: Mapping[str, str] | None = None  # column -> DuckDB type every file must have
 
     @property
+    def partition_keys(self) -> tuple[tuple[str, str], ...]:
+        """(name, Glue type) of the partition keys: the symbol is a string, the date parts integers."""
+        return tuple((key, "string" if key == "symbol" else "int") for key in self.hive_keys)
+
+    @property
     def hive_types(self) -> str:
-        return "{" + ", ".join(f"'{k}': {'VARCHAR' if k == 'symbol' else 'INTEGER'}" for k in self.hive_keys) + "}"
+        return "{" + ", ".join(f"'{k}': {_duckdb_type(t)}" for k, t in self.partition_keys) + "}"
 
 
 _DUCKDB_TYPES = {"bigint": "BIGINT", "boolean": "BOOLEAN", "timestamp": "TIMESTAMP", "int": "INTEGER",
@@ -136,6 +145,7 @@ def _duckdb_type(athena_type: str) -> str:
 TRADES = CatalogTable(
     name=TRADES_TABLE,
     hive_keys=("year", "month", "day", "symbol"),
+    columns=TRADES_COLUMNS,
     # Columns typed as in Athena: trade_time as a UTC wall-clock TIMESTAMP, whatever the session time zone.
     select=", ".join(
         "timezone('UTC', trade_time) AS trade_time" if name == "trade_time" else name
@@ -146,10 +156,53 @@ TRADES = CatalogTable(
     ) + " WHERE false",
     expected_parquet=PROCESSED_PARQUET_TYPES,
 )
+# What the analytics queries (sql/athena_analytics.sql) return, typed as Athena types them: SUM of a
+# decimal(p,8) is decimal(38,8), MIN/MAX/min_by keep the column's type, COUNT is bigint. UNLOAD writes these
+# columns; the partition keys live in the path only. test_athena_analytics.py checks the names and types.
+OHLCV_1M_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("bar_time", "timestamp"),
+    ("open", "decimal(18,8)"),
+    ("high", "decimal(18,8)"),
+    ("low", "decimal(18,8)"),
+    ("close", "decimal(18,8)"),
+    ("volume", "decimal(38,8)"),
+    ("quote_volume", "decimal(38,8)"),
+    ("vwap", "double"),
+    ("trades", "bigint"),
+    ("buy_volume", "decimal(38,8)"),
+)
+DAILY_TRADE_STATS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("trade_date", "date"),
+    ("trades", "bigint"),
+    ("volume", "decimal(38,8)"),
+    ("quote_volume", "decimal(38,8)"),
+    ("vwap", "double"),
+    ("buy_volume", "decimal(38,8)"),
+    ("sell_volume", "decimal(38,8)"),
+    ("buy_trades", "bigint"),
+    ("sell_trades", "bigint"),
+    ("largest_trade_qty", "decimal(28,8)"),
+    ("largest_trade_quote_qty", "decimal(28,8)"),
+    ("first_trade_id", "bigint"),
+    ("last_trade_id", "bigint"),
+)
 ANALYTICS_TABLES = {
-    name: CatalogTable(name=name, hive_keys=("year", "month", "symbol"), select="*")
-    for name in ("ohlcv_1m", "daily_trade_stats")
+    name: CatalogTable(name=name, hive_keys=("year", "month", "symbol"), select="*", columns=columns)
+    for name, columns in (("ohlcv_1m", OHLCV_1M_COLUMNS), ("daily_trade_stats", DAILY_TRADE_STATS_COLUMNS))
 }
+
+
+def analytics_table(dataset: str) -> CatalogTable:
+    if dataset not in ANALYTICS_TABLES:
+        raise CatalogError(f"unknown analytics dataset {dataset!r}; known: {sorted(ANALYTICS_TABLES)}")
+    return ANALYTICS_TABLES[dataset]
+
+
+def analytics_runs(lake: Lake, partition: TradePartition, dataset: str) -> set[str]:
+    """Run ids with objects under the analytics partition (`.../symbol=S/run-<id>/...`, aws runtime)."""
+    base = lake_key(Zone.ANALYTICS, partition, dataset=dataset)
+    pattern = re.compile(re.escape(base) + r"/run-(" + RUN_ID_PATTERN.pattern + r")/.+")
+    return {match.group(1) for obj in lake.list(base + "/") if (match := pattern.fullmatch(obj.key))}
 
 
 @dataclass(frozen=True)
@@ -311,15 +364,23 @@ def glue_columns(columns: Sequence[tuple[str, str]] = TRADES_COLUMNS) -> list[di
     return [{"Name": name, "Type": type_} for name, type_ in columns]
 
 
-def glue_partition_values(partition: TradePartition, day: int) -> list[str]:
-    """Values in TRADES_PARTITION_KEYS order, spelled as in the directory names (no zero padding)."""
-    return [str(partition.year), str(partition.month_number), str(day), partition.symbol]
+def glue_partition_values(partition: TradePartition, day: int | None = None,
+                          table: CatalogTable = TRADES) -> list[str]:
+    """Values in the table's partition key order, spelled as in the directory names (no zero padding)."""
+    spelled = {"year": str(partition.year), "month": str(partition.month_number), "symbol": partition.symbol}
+    if day is not None:
+        spelled["day"] = str(day)
+    missing = [key for key in table.hive_keys if key not in spelled]
+    if missing:
+        raise CatalogError(f"a {table.name} partition needs {missing}")
+    return [spelled[key] for key in table.hive_keys]
 
 
-def glue_partition_input(partition: TradePartition, day: int, location: str) -> dict:
+def glue_partition_input(partition: TradePartition, day: int | None, location: str,
+                         table: CatalogTable = TRADES) -> dict:
     return {
-        "Values": glue_partition_values(partition, day),
-        "StorageDescriptor": {"Columns": glue_columns(), "Location": location, **GLUE_PARQUET_FORMAT},
+        "Values": glue_partition_values(partition, day, table),
+        "StorageDescriptor": {"Columns": glue_columns(table.columns), "Location": location, **GLUE_PARQUET_FORMAT},
     }
 
 
@@ -349,36 +410,40 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 def registered_glue_locations(glue, partition: TradePartition, database: str = DATABASE,
-                              table: str = TRADES_TABLE) -> dict[int, str]:
-    """day -> location of the partition's days registered in Glue now."""
+                              table: CatalogTable = TRADES) -> dict[int | None, str]:
+    """day -> location of the symbol-month's partitions registered in Glue now (key None for a table
+    partitioned by month, like the analytics tables)."""
     expression = f"year = {partition.year} AND month = {partition.month_number} AND symbol = '{partition.symbol}'"
-    found: dict[int, str] = {}
-    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName=table,
+    day_index = table.hive_keys.index("day") if "day" in table.hive_keys else None
+    found: dict[int | None, str] = {}
+    for page in glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName=table.name,
                                                               Expression=expression):
         for p in page["Partitions"]:
-            found[int(p["Values"][2])] = p["StorageDescriptor"]["Location"]
+            day = None if day_index is None else int(p["Values"][day_index])
+            found[day] = p["StorageDescriptor"]["Location"]
     return found
 
 
-def register_glue_partitions(glue, partition: TradePartition, day_locations: Mapping[int, str],
-                             database: str = DATABASE, table: str = TRADES_TABLE) -> GlueChanges:
+def register_glue_partitions(glue, partition: TradePartition, day_locations: Mapping[int | None, str],
+                             database: str = DATABASE, table: CatalogTable = TRADES) -> GlueChanges:
     """Make the symbol-month's Glue partitions exactly `day_locations`: create new days, move changed
-    locations, drop days that no longer have data. Idempotent."""
+    locations, drop days that no longer have data. Idempotent. For a table partitioned by month the one
+    key is None: the call creates the partition or moves its location."""
     existing = registered_glue_locations(glue, partition, database, table)
-    create = [glue_partition_input(partition, d, loc) for d, loc in day_locations.items() if d not in existing]
-    update = [glue_partition_input(partition, d, loc) for d, loc in day_locations.items()
+    create = [glue_partition_input(partition, d, loc, table) for d, loc in day_locations.items() if d not in existing]
+    update = [glue_partition_input(partition, d, loc, table) for d, loc in day_locations.items()
               if d in existing and existing[d] != loc]
-    delete = [{"Values": glue_partition_values(partition, d)} for d in existing if d not in day_locations]
+    delete = [{"Values": glue_partition_values(partition, d, table)} for d in existing if d not in day_locations]
     for batch in _batches(create, GLUE_CREATE_BATCH):
-        _glue_errors(glue.batch_create_partition(DatabaseName=database, TableName=table,
+        _glue_errors(glue.batch_create_partition(DatabaseName=database, TableName=table.name,
                                                  PartitionInputList=batch), "BatchCreatePartition")
     for batch in _batches(update, GLUE_CREATE_BATCH):
         _glue_errors(glue.batch_update_partition(
-            DatabaseName=database, TableName=table,
+            DatabaseName=database, TableName=table.name,
             Entries=[{"PartitionValueList": p["Values"], "PartitionInput": p} for p in batch]),
             "BatchUpdatePartition")
     for batch in _batches(delete, GLUE_DELETE_BATCH):
-        _glue_errors(glue.batch_delete_partition(DatabaseName=database, TableName=table,
+        _glue_errors(glue.batch_delete_partition(DatabaseName=database, TableName=table.name,
                                                  PartitionsToDelete=batch), "BatchDeletePartition")
     return GlueChanges(created=len(create), updated=len(update), deleted=len(delete),
                        unchanged=len(day_locations) - len(create) - len(update))

@@ -6,31 +6,35 @@
   stores it as Parquet in the analytics zone, registered as market_data.<dataset>.
 """
 
+import contextlib
 import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
 from market_etl.core.catalog import (
-    ANALYTICS_TABLES,
     CATALOG_DB_KEY,
     DATABASE,
     TRADES,
     TRADES_TABLE,
     CatalogError,
     CatalogFile,
+    analytics_runs,
+    analytics_table,
     register_glue_partitions,
     register_partition_files,
+    registered_glue_locations,
     require_processed_files,
     sql_string,
 )
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id
 from market_etl.core.sql import BoundQuery, QueryError, QueryResult, bind, get_query, partition_parameters
-from market_etl.lake import LocalLake, open_lake
+from market_etl.lake import Lake, LocalLake, open_lake
 from market_etl.settings import Settings
 
 ANALYTICS_FILE = "part-00000.snappy.parquet"
@@ -48,10 +52,11 @@ class AnalyticsOutput:
     rows: int
     bytes: int
     seconds: float
+    details: dict[str, object] = field(default_factory=dict)  # engine-specific metadata (files, query id, ...)
 
     def metadata(self) -> dict[str, object]:
         return {"uri": self.uri, "rows": self.rows, "bytes": self.bytes, "seconds": round(self.seconds, 3),
-                "rows_per_second": round(self.rows / self.seconds) if self.seconds else None}
+                "rows_per_second": round(self.rows / self.seconds) if self.seconds else None, **self.details}
 
 
 def _table_scans(node: dict):
@@ -149,8 +154,7 @@ class DuckDBSqlEngine(SqlEngine):
 
     def write_analytics(self, dataset: str, partition: TradePartition) -> AnalyticsOutput:
         """COPY the dataset's query result for the partition to Parquet, replacing that partition's files only."""
-        if dataset not in ANALYTICS_TABLES:
-            raise CatalogError(f"unknown analytics dataset {dataset!r}; known: {sorted(ANALYTICS_TABLES)}")
+        table = analytics_table(dataset)
         lake = self._lake()
         directory = lake.path(lake_key(Zone.ANALYTICS, partition, dataset=dataset))
         directory.mkdir(parents=True, exist_ok=True)
@@ -173,10 +177,50 @@ class DuckDBSqlEngine(SqlEngine):
             if stale != final:
                 stale.unlink()
         size = final.stat().st_size
-        register_partition_files(self.database_path, ANALYTICS_TABLES[dataset], partition,
+        register_partition_files(self.database_path, table, partition,
                                  [CatalogFile(path=str(final), bytes=size)])
         return AnalyticsOutput(dataset=dataset, partition=partition, uri=str(final), rows=rows, bytes=size,
                                seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class UnloadedFiles:
+    """What an UNLOAD left under its target prefix."""
+
+    files: int
+    bytes: int
+    rows: int
+
+
+def unload_statement(query_sql: str, target: str) -> str:
+    """Athena's UNLOAD of a query to Parquet under `target` (an empty s3:// prefix).
+
+    The query keeps its `?` execution parameters: Athena takes them in SELECT, INSERT INTO, CTAS and
+    UNLOAD statements (in WHERE clauses, where the named queries have them), so partition values are
+    still never pasted into SQL (RELIABILITY.md case 25). The TO location cannot be a parameter; it is
+    a quoted literal of the lake URL plus a key that lake_key builds from validated partition fields
+    and a run id. Newlines around the query keep a trailing comment in it from eating the `)`.
+    """
+    return (f"UNLOAD (\n{query_sql}\n) TO {sql_string(target)} "
+            "WITH (format = 'PARQUET', compression = 'SNAPPY')")
+
+
+def unloaded_files(lake: Lake, prefix: str) -> UnloadedFiles:
+    """Objects, bytes and rows under `prefix`; rows from each Parquet footer (lake.open_read is seekable:
+    only the footer is fetched)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = size = rows = 0
+    for obj in lake.list(prefix):
+        try:
+            with lake.open_read(obj.key) as handle:
+                rows += pq.ParquetFile(handle).metadata.num_rows
+        except pa.ArrowInvalid as err:
+            raise CatalogError(f"{lake.uri(obj.key)} is not Parquet ({err}); only UNLOAD output belongs "
+                               f"under {lake.uri(prefix)}") from err
+        files, size = files + 1, size + obj.size
+    return UnloadedFiles(files=files, bytes=size, rows=rows)
 
 
 class AthenaSqlEngine(SqlEngine):
@@ -194,45 +238,106 @@ class AthenaSqlEngine(SqlEngine):
     database: str = DATABASE
     poll_interval_seconds: float = 1.0
 
-    def query(self, query: BoundQuery) -> QueryResult:
+    @contextlib.contextmanager
+    def _executed(self, sql: str, parameters: list[str], label: str) -> Iterator:
+        """A pyathena cursor whose statement has run to completion in the workgroup; errors as QueryError."""
         from pyathena import connect
         from pyathena.error import Error as AthenaError
 
-        sql, parameters = query.for_athena()
         connection = connect(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir,
                              region_name=self.region, endpoint_url=self.endpoint_url, schema_name=self.database,
                              poll_interval=self.poll_interval_seconds)
         try:
             cursor = connection.cursor()
-            started = time.perf_counter()
             cursor.execute(sql, parameters or None, paramstyle="qmark")
+            yield cursor
+        except AthenaError as err:
+            raise QueryError(f"Athena could not run {label}: {err}") from err
+        finally:
+            connection.close()
+
+    def _glue(self):
+        import boto3
+
+        return boto3.client("glue", region_name=self.region, endpoint_url=self.endpoint_url)
+
+    def _lake(self) -> Lake:
+        return open_lake(self.lake_url, s3_endpoint_url=self.s3_endpoint_url, region=self.region)
+
+    def query(self, query: BoundQuery) -> QueryResult:
+        sql, parameters = query.for_athena()
+        started = time.perf_counter()
+        with self._executed(sql, parameters, query.label) as cursor:
             rows = [tuple(row) for row in cursor.fetchall()]
             seconds = time.perf_counter() - started
             columns = [d[0] for d in cursor.description or []]
             scanned = cursor.data_scanned_in_bytes
-        except AthenaError as err:
-            raise QueryError(f"Athena could not run {query.label}: {err}") from err
-        finally:
-            connection.close()
         return QueryResult(columns=columns, rows=rows, seconds=seconds, engine="athena", bytes_scanned=scanned)
 
     def register_trades_partition(self, partition: TradePartition) -> dict[str, object]:
-        import boto3
-
-        lake = open_lake(self.lake_url, s3_endpoint_url=self.s3_endpoint_url, region=self.region)
+        lake = self._lake()
         files = require_processed_files(lake, partition)
         locations = {day: lake.uri(lake_key(Zone.PROCESSED, partition, day=day)) + "/" for day in files}
-        glue = boto3.client("glue", region_name=self.region, endpoint_url=self.endpoint_url)
-        changes = register_glue_partitions(glue, partition, locations, database=self.database, table=TRADES_TABLE)
+        changes = register_glue_partitions(self._glue(), partition, locations, database=self.database, table=TRADES)
         return {"table": f"{self.database}.{TRADES_TABLE}", "days_registered": len(locations),
                 "files_registered": sum(len(v) for v in files.values()),
                 "bytes_registered": sum(o.size for v in files.values() for o in v), **changes.metadata()}
 
+    def _unload(self, query: BoundQuery, target: str) -> str:
+        """Run the UNLOAD of `query` into `target`; returns Athena's query execution id."""
+        sql, parameters = query.for_athena()
+        with self._executed(unload_statement(sql, target), parameters, f"UNLOAD of {query.label}") as cursor:
+            return cursor.query_id
+
     def write_analytics(self, dataset: str, partition: TradePartition) -> AnalyticsOutput:
-        raise NotImplementedError(
-            "analytics on the aws runtime are not wired yet: they need Athena UNLOAD into the analytics zone "
-            "and Glue tables for market_data.ohlcv_1m / daily_trade_stats"
+        """UNLOAD the dataset's query for the partition into a fresh run prefix, then switch the Glue
+        partition of market_data.<dataset> to it, then delete the older runs.
+
+        UNLOAD writes only into an empty location, and readers must never see a half-written or mixed
+        version: so each materialisation writes its own `.../symbol=S/run-<id>/`, and the Glue partition's
+        location is the one switch readers see (old version before it, new after). A failure before the
+        switch deletes the new prefix and leaves the old version registered. A run older than this one is
+        deleted after the switch; a newer one (a concurrent materialisation of the same partition) is left
+        to its own run.
+        """
+        table = analytics_table(dataset)
+        lake = self._lake()
+        run = new_run_id()
+        run_key = lake_key(Zone.ANALYTICS, partition, dataset=dataset, run=run)
+        target = lake.uri(run_key) + "/"
+        if not target.startswith("s3://"):
+            raise CatalogError(f"Athena UNLOADs only to S3, but the lake is {lake.url}: "
+                               "set MARKET_ETL_LAKE=s3://<bucket>/ for the aws runtime")
+        glue = self._glue()
+        started = time.perf_counter()
+        try:
+            query_id = self._unload(bind(get_query(dataset), partition_parameters(partition)), target)
+            written = unloaded_files(lake, run_key + "/")
+            if written.rows == 0:
+                self._require_no_trades(glue, partition, dataset, target, query_id)
+        except BaseException:
+            lake.delete_prefix(run_key + "/")
+            raise
+        changes = register_glue_partitions(glue, partition, {None: target}, database=self.database, table=table)
+        older = sorted(r for r in analytics_runs(lake, partition, dataset) if r < run)
+        for old in older:
+            lake.delete_prefix(lake_key(Zone.ANALYTICS, partition, dataset=dataset, run=old) + "/")
+        return AnalyticsOutput(
+            dataset=dataset, partition=partition, uri=target, rows=written.rows, bytes=written.bytes,
+            seconds=time.perf_counter() - started,
+            details={"files": written.files, "athena_query_id": query_id, "table": f"{self.database}.{dataset}",
+                     "glue_partition_created": changes.created == 1, "previous_versions_deleted": len(older)},
         )
+
+    def _require_no_trades(self, glue, partition: TradePartition, dataset: str, target: str, query_id: str) -> None:
+        """An empty result is right only when the partition has no trades registered; otherwise the
+        UNLOAD lost its output (or wrote it elsewhere), and registering nothing would hide the data."""
+        days = registered_glue_locations(glue, partition, self.database, TRADES)
+        if days:
+            raise CatalogError(
+                f"Athena UNLOAD {query_id} of {dataset} for {partition} left no rows under {target}, but "
+                f"{self.database}.{TRADES_TABLE} has {len(days)} day(s) of {partition} registered: look up the "
+                f"query execution in workgroup {self.work_group!r} (state, output location) and materialise again")
 
 
 def build_sql_engine(settings: Settings) -> SqlEngine:
