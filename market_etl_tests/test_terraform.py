@@ -25,6 +25,8 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
+from market_etl.core.catalog import ANALYTICS_TABLES
+
 REPO = Path(__file__).resolve().parents[1]
 TF_DIR = REPO / "terraform"
 
@@ -188,6 +190,15 @@ def _lake_prefixes(statements: list[dict[str, Any]], action: str) -> set[str]:
     return prefixes
 
 
+def _constraint_pin(package: str) -> str:
+    """The version constraints.txt pins `package` to."""
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        name, _, version = line.strip().partition("==")
+        if name.lower() == package:
+            return version
+    raise AssertionError(f"{package} is not pinned in constraints.txt")
+
+
 def _glue_jobs() -> dict[str, dict[str, Any]]:
     """Glue jobs by their (literal) job name."""
     return {job["name"]: job for job in _resources("aws_glue_job").values()}
@@ -315,8 +326,12 @@ def test_download_and_unzip_are_python_shell_with_pipes_for_39() -> None:
         assert command["python_version"] == "3.9"
         assert float(_resolve(job["max_capacity"])) in (0.0625, 1.0)
         arguments = _resolve(job["default_arguments"])
-        # The last dagster-pipes release that installs on Python 3.9.
-        assert arguments["--additional-python-modules"] == "dagster-pipes==1.10.21"
+        # The last dagster-pipes release that installs on Python 3.9; unzip also gets ISA-L, pinned as the
+        # main stack pins it.
+        expected = "dagster-pipes==1.10.21"
+        if name == "market-etl-unzip":
+            expected += f",isal=={_constraint_pin('isal')}"
+        assert arguments["--additional-python-modules"] == expected, name
         assert arguments["--extra-py-files"].endswith("${aws_s3_object.wheel.key}")
 
 
@@ -346,7 +361,8 @@ def test_glue_security_configuration_encrypts_everything_with_kms() -> None:
 def test_trades_table_schema_and_partitions() -> None:
     (database,) = _resources("aws_glue_catalog_database").values()
     assert _resolve(database["name"]) == "market_data"
-    (table,) = _resources("aws_glue_catalog_table").values()
+    assert set(_resources("aws_glue_catalog_table")) == {"trades_binance", *ANALYTICS_TABLES}
+    table = _resources("aws_glue_catalog_table")["trades_binance"]
     assert _resolve(table["name"]) == "trades_binance"
     assert table["database_name"] == "${aws_glue_catalog_database.market_data.name}"
     assert table["table_type"] == "EXTERNAL_TABLE"
@@ -356,6 +372,24 @@ def test_trades_table_schema_and_partitions() -> None:
     assert _resolve(storage["location"]) == "s3://${local.bucket_name}/processed/trades/"
     assert storage["ser_de_info"][0]["serialization_library"].endswith("ParquetHiveSerDe")
     # Partitions are registered after the checks pass, never projected.
+    assert not any(key.startswith("projection.") for key in table.get("parameters", {}))
+
+
+@pytest.mark.parametrize("name", sorted(ANALYTICS_TABLES))
+def test_analytics_tables_declare_the_code_columns(name: str) -> None:
+    """The Glue table the engine registers UNLOAD runs in: columns, types and partition keys as the code
+    declares them (market_etl.core.catalog.ANALYTICS_TABLES), Parquet under analytics/<name>/."""
+    declared = ANALYTICS_TABLES[name]
+    table = _resources("aws_glue_catalog_table")[name]
+    assert table["name"] == name
+    assert table["database_name"] == "${aws_glue_catalog_database.market_data.name}"
+    assert table["table_type"] == "EXTERNAL_TABLE"
+    (storage,) = table["storage_descriptor"]
+    assert [(column["name"], column["type"]) for column in storage["columns"]] == list(declared.columns)
+    assert all(column.get("comment") for column in storage["columns"]), name
+    assert [(key["name"], key["type"]) for key in table["partition_keys"]] == list(declared.partition_keys)
+    assert _resolve(storage["location"]) == f"s3://${{local.bucket_name}}/analytics/{name}/"
+    assert storage["ser_de_info"][0]["serialization_library"].endswith("ParquetHiveSerDe")
     assert not any(key.startswith("projection.") for key in table.get("parameters", {}))
 
 
@@ -556,6 +590,22 @@ def test_orchestrator_policy_runs_only_the_three_jobs() -> None:
     athena = [statement for statement in statements if any(a.startswith("athena:") for a in statement["actions"])]
     assert athena and all(statement["resources"] == ["${aws_athena_workgroup.market_etl.arn}"] for statement in athena)
     assert "pipes/*" in _lake_prefixes(statements, "s3:PutObject")
+
+
+def test_orchestrator_writes_analytics_and_registers_only_validated_tables() -> None:
+    """Athena's UNLOAD writes with the caller's credentials: the orchestrator may write and delete in
+    analytics/ (besides its pipes/ and athena-results/ prefixes), never in the stage zones, and may register
+    partitions of the trades and the analytics tables only."""
+    (policy,) = _resources("aws_iam_policy").values()
+    statements = _statements(_policy_doc_name(policy["policy"]))
+    assert _lake_prefixes(statements, "s3:PutObject") == {"pipes/*", "athena-results/*", "analytics/*"}
+    assert _lake_prefixes(statements, "s3:DeleteObject") == {"pipes/*", "analytics/*"}
+    assert {"processed/*", "analytics/*"} <= _lake_prefixes(statements, "s3:GetObject")
+    tables = {"${local.glue_table_arn}", *(f"${{aws_glue_catalog_table.{name}.arn}}" for name in ANALYTICS_TABLES)}
+    for action in ("glue:BatchCreatePartition", "glue:BatchUpdatePartition", "glue:GetPartitions"):
+        granted = {r for st in statements if _allows(st) and action in st["actions"] for r in st["resources"]}
+        assert tables <= granted, action
+        assert {r for r in granted if "table" in r} == tables, action
 
 
 # =============================================================================

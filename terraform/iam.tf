@@ -353,11 +353,11 @@ data "aws_iam_policy_document" "orchestrator" {
     resources = [aws_athena_workgroup.market_etl.arn]
   }
 
-  # What an Athena query needs with the caller's credentials: the table's
-  # metadata (Athena also reads the "default" database), its Parquet files,
+  # What an Athena query needs with the caller's credentials: the tables'
+  # metadata (Athena also reads the "default" database), their Parquet files,
   # and the workgroup's result prefix.
   statement {
-    sid    = "ReadTradesTableMetadata"
+    sid    = "ReadTableMetadata"
     effect = "Allow"
     actions = [
       "glue:BatchGetPartition",
@@ -371,14 +371,36 @@ data "aws_iam_policy_document" "orchestrator" {
       "arn:${local.partition}:glue:${local.region}:${local.account_id}:database/default",
       local.glue_database_arn,
       local.glue_table_arn,
+      aws_glue_catalog_table.ohlcv_1m.arn,
+      aws_glue_catalog_table.daily_trade_stats.arn,
     ]
   }
 
+  # analytics/: the asset checks query it, and the engine reads the Parquet
+  # footers of what an UNLOAD wrote (row counts).
   statement {
-    sid       = "ReadProcessedZone"
-    effect    = "Allow"
-    actions   = ["s3:GetObject"]
-    resources = ["${local.bucket_arn}/${local.prefix_processed}*"]
+    sid     = "ReadQueriedZones"
+    effect  = "Allow"
+    actions = ["s3:GetObject"]
+    resources = [
+      "${local.bucket_arn}/${local.prefix_processed}*",
+      "${local.bucket_arn}/${local.prefix_analytics}*",
+    ]
+  }
+
+  # Athena's UNLOAD writes analytics runs with the caller's credentials; the
+  # engine deletes a failed run's prefix, and older runs once the Glue
+  # partition points at the new one.
+  statement {
+    sid    = "WriteAnalyticsRuns"
+    effect = "Allow"
+    actions = [
+      "s3:AbortMultipartUpload",
+      "s3:DeleteObject",
+      "s3:ListMultipartUploadParts",
+      "s3:PutObject",
+    ]
+    resources = ["${local.bucket_arn}/${local.prefix_analytics}*"]
   }
 
   statement {
@@ -395,8 +417,9 @@ data "aws_iam_policy_document" "orchestrator" {
 
   # Partitions are registered by the pipeline only once the partition's
   # blocking checks have passed (glue_catalog.tf): that step runs in Dagster.
+  # Analytics partitions are created, then moved to each new run's prefix.
   statement {
-    sid    = "RegisterTradesPartitions"
+    sid    = "RegisterPartitions"
     effect = "Allow"
     actions = [
       "glue:BatchCreatePartition",
@@ -410,6 +433,8 @@ data "aws_iam_policy_document" "orchestrator" {
       local.glue_catalog_arn,
       local.glue_database_arn,
       local.glue_table_arn,
+      aws_glue_catalog_table.ohlcv_1m.arn,
+      aws_glue_catalog_table.daily_trade_stats.arn,
     ]
   }
 
@@ -428,6 +453,6 @@ data "aws_iam_policy_document" "orchestrator" {
 
 resource "aws_iam_policy" "orchestrator" {
   name        = "${var.project_name}-dagster-orchestrator"
-  description = "Dagster side of market-etl: run and stop the three Glue stage jobs, exchange Pipes messages under pipes/, query Athena in the project workgroup, register validated trades partitions."
+  description = "Dagster side of market-etl: run and stop the three Glue stage jobs, exchange Pipes messages under pipes/, query Athena in the project workgroup, register validated trades partitions, write analytics with Athena UNLOAD and register them."
   policy      = data.aws_iam_policy_document.orchestrator.json
 }

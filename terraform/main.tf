@@ -27,6 +27,7 @@ locals {
   prefix_raw_unzipped   = "raw_unzipped/"
   prefix_processed      = "processed/"
   prefix_rejected       = "rejected/"
+  prefix_analytics      = "analytics/"
   prefix_temp           = "temp/"
   prefix_pipes          = "pipes/"
   prefix_athena_results = "athena-results/"

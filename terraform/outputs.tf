@@ -36,6 +36,11 @@ output "glue_table_name" {
   value       = aws_glue_catalog_table.trades_binance.name
 }
 
+output "glue_analytics_table_names" {
+  description = "Glue Data Catalog tables of the analytics assets (Athena UNLOAD output; one partition per symbol-month, moved to each new run)."
+  value       = [aws_glue_catalog_table.ohlcv_1m.name, aws_glue_catalog_table.daily_trade_stats.name]
+}
+
 output "glue_job_names" {
   description = "Glue job name per stage (download, unzip, etl): the JobName PipesGlueClient starts."
   value = {

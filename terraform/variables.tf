@@ -238,6 +238,12 @@ variable "dagster_pipes_version_python_shell" {
   default     = "1.10.21"
 }
 
+variable "isal_version" {
+  description = "python-isal release installed in the unzip job (ISA-L inflate); keep it equal to the pin in constraints.txt."
+  type        = string
+  default     = "1.9.1"
+}
+
 variable "dagster_pipes_version_glue_etl" {
   description = "dagster-pipes release installed in the Glue 5.0 (Python 3.11) ETL job; keep it equal to the main stack's pin."
   type        = string
