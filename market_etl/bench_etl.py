@@ -64,9 +64,10 @@ def _stage(lake_root: Path) -> dict:
 
     args = stage_arguments(["--symbol", PARTITION.symbol, "--month", PARTITION.month, "--lake", str(lake_root)])
     m = run_stage(args).metadata
+    detail = {"jvm_start_s": m["jvm_start_seconds"], "spark_s": m["spark_seconds"],
+              **{f"{k}_s": v for k, v in m["phase_seconds"].items()}}
     return {"rows_out": m["rows_written"], "rows_rejected": m["rows_rejected"], "peak_rss_bytes": m["peak_rss_mb"] * 1e6,
-            "cpu_seconds": m["cpu_seconds"], "detail": {"jvm_start_s": m["jvm_start_seconds"],
-                                                        **{f"{k}_s": v for k, v in m["phase_seconds"].items()}}}
+            "cpu_seconds": m["cpu_seconds"], "detail": detail}
 
 
 def _duckdb(lake_root: Path) -> dict:
@@ -99,6 +100,29 @@ def _child(engine: str, lake_root: Path) -> dict:
     return {"stage": _stage, "duckdb": _duckdb}[engine](lake_root)
 
 
+def run_child(module: str, *args: str) -> dict:
+    """`python -m <module> --child <args>` in a fresh process; returns the JSON of its last stdout line.
+
+    Adds `seconds`: the child's wall time from spawn to exit (interpreter, imports and any JVM start
+    included), since production starts a process per stage and pays all of it.
+    """
+    env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-m", module, "--child", *args], stdout=subprocess.PIPE, text=True,
+                           check=True, env=env)
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def run_engine(engine: str, lake_root: Path, source_rows: int) -> dict:
+    """One engine in its own child process on `lake_root`'s CSV; fails unless it wrote every source row."""
+    result = run_child("market_etl.bench_etl", engine, str(lake_root))
+    if result["rows_out"] != source_rows:
+        raise RuntimeError(f"{engine} wrote {result['rows_out']:,} rows, expected {source_rows:,}")
+    return result
+
+
 def bench_etl(rows: int, workdir: str | os.PathLike, *, repeat: int = 1, engines=tuple(ENGINES)) -> list[dict]:
     """Run each engine `repeat` times (interleaved) on the same input; print and return the best of each."""
     workdir = Path(workdir).resolve()
@@ -108,16 +132,9 @@ def bench_etl(rows: int, workdir: str | os.PathLike, *, repeat: int = 1, engines
     print(f"bench: {PARTITION}: {source_rows:,} rows, {csv_bytes / 1e9:.2f} GB of CSV, {os.cpu_count()} cores, "
           f"{repeat} run(s) per engine, load average {os.getloadavg()[0]:.1f}", flush=True)
     runs: dict[str, list[dict]] = {engine: [] for engine in engines}
-    env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
     for _ in range(repeat):
         for engine in engines:
-            started = time.perf_counter()
-            child = subprocess.run([sys.executable, "-m", "market_etl.bench_etl", "--child", engine, str(lake_root)],
-                                   stdout=subprocess.PIPE, text=True, check=True, env=env)
-            result = json.loads(child.stdout.strip().splitlines()[-1])
-            result["seconds"] = time.perf_counter() - started
-            if result["rows_out"] != source_rows:
-                raise RuntimeError(f"{engine} wrote {result['rows_out']:,} rows, expected {source_rows:,}")
+            result = run_engine(engine, lake_root, source_rows)
             runs[engine].append(result)
             print(f"bench: {engine}: {result['seconds']:.1f}s {result['detail']}", flush=True)
     shutil.rmtree(lake_root / "duckdb-reference", ignore_errors=True)
