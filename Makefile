@@ -29,8 +29,10 @@ test: setup
 test-e2e: setup
 	$(BIN)/python -m pytest -m slow
 
+# The whole pipeline on a generated 30M-trade month, stage by stage, written to benchmarks/results.md.
+# Other sizes or places: make bench BENCH_ARGS="--rows 3000000 --output /tmp/results.md"
 bench: setup
-	$(BIN)/market-etl bench
+	$(BIN)/market-etl bench pipeline $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .dagster_home
