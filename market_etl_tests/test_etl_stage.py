@@ -26,7 +26,7 @@ from market_etl.core.publish import clear, publish_directory, remove_directory
 from market_etl.core.trades import SchemaDrift, SourceError
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
-from market_etl.jobs.etl import run_etl
+from market_etl.jobs.etl import MAX_SPLIT_BYTES, run_etl, split_bytes
 from market_etl.lake import LocalLake
 from market_etl.mirror.generate import Defects, generate_month
 from market_etl.resources import LakeResource
@@ -329,3 +329,11 @@ def test_dagster_run_reports_the_checks_on_the_partition_and_a_failed_error_chec
         assert materialization.metadata["rows_rejected"].value == 3
         assert instance.get_materialized_partitions(PROCESSED_TRADES) == {JULY.dagster_key()}
         assert not instance.get_materialized_partitions(dg.AssetKey(["analytics", "after_processed"]))
+
+
+@pytest.mark.parametrize("source_bytes, cores, tasks", [
+    (2_309_078_267, 2, 18),  # the 30M-row benchmark month: 18 equal tasks, not 17 and a sliver
+    (300 * 2**20, 2, 4), (300 * 2**20, 4, 4), (5 * 2**20, 2, 1), (10 * 2**30, 8, 80)])
+def test_splits_fill_whole_rounds_of_equal_tasks(source_bytes, cores, tasks):
+    size = split_bytes(source_bytes, cores)
+    assert size <= MAX_SPLIT_BYTES and -(-source_bytes // size) == tasks
