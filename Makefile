@@ -22,9 +22,9 @@ dev: setup
 	$(BIN)/market-etl init-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-# The suite CI runs. The end-to-end tests through a real `dagster dev` (marked slow) run with `make test-e2e`.
+# The whole suite, what CI runs. `make test-e2e`: only the end-to-end tests through a real `dagster dev` (marked slow).
 test: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest
 
 test-e2e: setup
 	$(BIN)/python -m pytest -m slow

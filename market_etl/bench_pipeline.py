@@ -50,7 +50,7 @@ DEFAULT_ROWS = 30_000_000
 QUERY = "vwap_1m"
 QUERY_DATE = f"{PARTITION.month}-15"
 ANALYTICS = ("ohlcv_1m", "daily_trade_stats")
-#: The original design (/work/shared/PERFORMANCE.md) and the targets of the unzip (3) and ETL (4) issues.
+#: The original design's figures and the targets of the unzip (3) and ETL (4) issues.
 DESIGN_ROWS, DESIGN_SECONDS, DESIGN_VCPUS = 632_046_300, 18 * 60, 40
 DESIGN_ROWS_PER_HOUR = 350e6
 UNZIP_TARGET_MB_S, UNZIP_PREVIOUS_MB_S, UNZIP_TARGET_RSS_MIB = 400, 361, 64

@@ -221,6 +221,13 @@ def _wait_for_graphql(graphql: GraphQL, proc: subprocess.Popen, log: Path) -> No
     raise AssertionError(f"dagster dev not serving after {STARTUP_SECONDS}s:\n{log.read_text()[-4000:]}")
 
 
+def _sigint_by_default() -> None:
+    """In the child, before exec. `dagster dev` maps SIGTERM to its SIGINT handler, and a process started
+    from a shell's background job (CI runners, `nohup make test &`) inherits SIGINT ignored: it would
+    then ignore SIGTERM too and never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(proc: subprocess.Popen) -> float:
     """SIGTERM the whole process group (webserver, daemon, code server, run workers); seconds to exit."""
     started = time.monotonic()
@@ -254,7 +261,8 @@ def dagster_dev(mirror, tmp_path_factory):
             [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port),
              "-w", str(REPO / "workspace.yaml")],
             cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: a background `dagster dev` ignores SIGTERM otherwise
+            start_new_session=True,  # its own process group, so _stop reaches the webserver, daemon and code server
+            preexec_fn=_sigint_by_default,
         )
     try:
         graphql = GraphQL(f"http://127.0.0.1:{port}/graphql")
