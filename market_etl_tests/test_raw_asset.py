@@ -56,6 +56,7 @@ def test_materialization_reports_metadata_and_data_version(mirror, tmp_path):
         assert mat.tags["dagster/data_version"] == meta["sha256"]
         [check] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert check.check_name == "checksum_verified" and check.passed
+        assert check.partition == partition.dagster_key()  # shown per partition in the UI
 
         again = _materialize(settings, partition, instance)
         [mat2] = [e.event_specific_data.materialization for e in again.get_asset_materialization_events()]

@@ -22,6 +22,7 @@ def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
             "checksum_verified", asset=RAW_TRADES_ZIP,
             description="The archive's SHA-256 matched Binance's .CHECKSUM file. WARN when the "
                         "checksum was missing upstream and the download was accepted by explicit opt-in.",
+            partitions_def=partitions_def,
         )],
         description=(
             "Binance's monthly spot trades archive (`{SYMBOL}-trades-{YYYY-MM}.zip`) in the raw zone, "
