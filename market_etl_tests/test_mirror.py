@@ -7,6 +7,8 @@ import hashlib
 import http.client
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -493,3 +495,17 @@ def test_cli_serve_in_another_process_is_steerable(root: Path, mirror: Mirror) -
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def test_a_client_hanging_up_leaves_no_traceback(server: MirrorServer, capfd: pytest.CaptureFixture[str]) -> None:
+    """Retries and fault tests reset connections all the time; the server's stderr stays for real errors."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    for _ in range(3):
+        client = socket.create_connection((host, int(port)))
+        client.sendall(b"GET /data/spot/monthly/trades/BTCUSDT/ HTTP/1.1\r\nHost: x")  # request left unfinished
+        time.sleep(0.05)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        client.close()
+    time.sleep(0.3)
+    assert requests.get(f"{server.base_url}/data/spot/monthly/trades/BTCUSDT/", timeout=5).status_code in (200, 404)
+    assert "Traceback" not in capfd.readouterr().err

@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import socket
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -496,6 +497,13 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[_Handler], mirror: MirrorServer) -> None:
         self.mirror = mirror
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (reset, broken pipe, timeout) is normal under retries and fault injection:
+        no traceback on stderr for it. Anything else is still printed."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
