@@ -42,7 +42,7 @@ class _S3Writer(LakeWriter):
         resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
         self._upload_id = resp["UploadId"]
 
-    def _flush_part(self, data: bytes | bytearray | memoryview) -> None:
+    def _flush_part(self, data: bytes | bytearray) -> None:
         if self._upload_id is None:
             self._start()
         number = len(self._parts) + 1
@@ -56,7 +56,9 @@ class _S3Writer(LakeWriter):
         self._buffer += data
         self.bytes_written += len(data)
         while len(self._buffer) >= self.part_size:
-            chunk = self._buffer[: self.part_size]
+            # One copy of the part (bytes go to botocore as they are); a bytearray slice would be a second.
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[: self.part_size])
             self._flush_part(chunk)
             del self._buffer[: len(chunk)]
 
