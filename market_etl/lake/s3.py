@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
+import threading
 from typing import BinaryIO, Iterator
 
 from market_etl.core.multipart import MIN_PART_SIZE, next_part_size, part_size_for
@@ -27,6 +30,36 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None):
     )
 
 
+#: How a run is stopped (Dagster cancelling it, Glue timing a job out: SIGTERM; Ctrl-C: SIGINT).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Stop signals arriving in the block reach their handlers when it ends, not inside it.
+
+    Around the creation of a multipart upload: a stop landing after S3 created the upload but before
+    its id reached us would leave an upload nothing can abort. Deferred, it lands once the id is
+    known, and the writer's abort removes the upload. The delay is at most one API call. Python runs
+    signal handlers in the main thread only, so a writer in another thread needs nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    deferred = [signum for signum, handler in previous.items() if handler is not None]  # None: set outside Python
+    for signum in deferred:
+        signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum in deferred:
+            signal.signal(signum, previous[signum])
+        for signum in received:
+            signal.raise_signal(signum)
+
+
 class _S3Writer(LakeWriter):
     """A multipart upload; memory is bounded by one part buffer."""
 
@@ -39,8 +72,9 @@ class _S3Writer(LakeWriter):
         self._upload_id: str | None = None
 
     def _start(self) -> None:
-        resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
-        self._upload_id = resp["UploadId"]
+        with _stop_signals_deferred():
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)
+            self._upload_id = resp["UploadId"]
 
     def _flush_part(self, data: bytes | bytearray) -> None:
         if self._upload_id is None:
