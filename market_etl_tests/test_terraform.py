@@ -25,28 +25,15 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
+from market_etl.core import catalog
 from market_etl.core.catalog import ANALYTICS_TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 TF_DIR = REPO / "terraform"
 
-# The processed trades schema, in order. For now a constant here; it is to be
-# pointed at the code's Spark schema and the SQL DDL once those exist.
-TRADES_COLUMNS: list[tuple[str, str]] = [
-    ("trade_id", "bigint"),
-    ("price", "decimal(18,8)"),
-    ("quantity", "decimal(28,8)"),
-    ("quote_qty", "decimal(28,8)"),
-    ("trade_time", "timestamp"),
-    ("is_buyer_maker", "boolean"),
-    ("is_best_match", "boolean"),
-]
-TRADES_PARTITION_KEYS: list[tuple[str, str]] = [
-    ("year", "int"),
-    ("month", "int"),
-    ("day", "int"),
-    ("symbol", "string"),
-]
+# The processed trades schema, in order, as the code declares it (the ETL writes it, the catalog registers it).
+TRADES_COLUMNS: list[tuple[str, str]] = list(catalog.TRADES_COLUMNS)
+TRADES_PARTITION_KEYS: list[tuple[str, str]] = list(catalog.TRADES_PARTITION_KEYS)
 
 # Glue job name -> the stage script it runs (repo-relative). The scripts are
 # planned; until they exist the test only requires the path to be one of these.

@@ -35,7 +35,8 @@ from market_etl.lake.base import Lake, ObjectInfo
 
 DATABASE = "market_data"
 TRADES_TABLE = "trades_binance"
-# Athena / Glue types. sql/athena_create_trades_table.sql and terraform must agree (tests compare).
+# The processed trades, in Athena / Glue types: the ETL writes these (market_etl.core.trades), and
+# sql/athena_create_trades_table.sql and terraform must agree (tests compare).
 TRADES_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trade_id", "bigint"),
     ("price", "decimal(18,8)"),
@@ -47,16 +48,6 @@ TRADES_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 TRADES_PARTITION_KEYS: tuple[tuple[str, str], ...] = (("year", "int"), ("month", "int"), ("day", "int"),
                                                       ("symbol", "string"))
-# How DuckDB reads the processed Parquet the ETL writes (Spark TimestampType as TIMESTAMP_MICROS = UTC instants).
-PROCESSED_PARQUET_TYPES: dict[str, str] = {
-    "trade_id": "BIGINT",
-    "price": "DECIMAL(18,8)",
-    "quantity": "DECIMAL(28,8)",
-    "quote_qty": "DECIMAL(28,8)",
-    "trade_time": "TIMESTAMP WITH TIME ZONE",
-    "is_buyer_maker": "BOOLEAN",
-    "is_best_match": "BOOLEAN",
-}
 # Not "market_data.duckdb": DuckDB names the attached database after the file, and a database named like
 # the schema makes `market_data.trades_binance` ambiguous.
 CATALOG_DB_KEY = lake_key(Zone.CATALOG, dataset="market_etl") + ".duckdb"
@@ -140,6 +131,13 @@ _DUCKDB_TYPES = {"bigint": "BIGINT", "boolean": "BOOLEAN", "timestamp": "TIMESTA
 
 def _duckdb_type(athena_type: str) -> str:
     return _DUCKDB_TYPES.get(athena_type, athena_type.upper())
+
+
+# How DuckDB reads the processed Parquet the ETL writes (Spark TimestampType as TIMESTAMP_MICROS = UTC instants).
+PROCESSED_PARQUET_TYPES: dict[str, str] = {
+    name: "TIMESTAMP WITH TIME ZONE" if athena_type == "timestamp" else _duckdb_type(athena_type)
+    for name, athena_type in TRADES_COLUMNS
+}
 
 
 TRADES = CatalogTable(

@@ -18,6 +18,7 @@ from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
 from market_etl.core.keys import TradePartition
 
 # ---------------------------------------------------------------- schemas
@@ -27,19 +28,10 @@ SOURCE_COLUMNS: tuple[str, ...] = ("id", "price", "qty", "quote_qty", "time", "i
 #: The source fields as the transforms first see them: text, split from the line, nothing converted yet.
 SOURCE_SCHEMA = T.StructType([T.StructField(name, T.StringType(), True) for name in SOURCE_COLUMNS])
 
-#: The processed Parquet columns (Athena/Glue type names). Terraform, the SQL DDL and the catalog agree with this.
-TRADES_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("trade_id", "bigint"),
-    ("price", "decimal(18,8)"),
-    ("quantity", "decimal(28,8)"),
-    ("quote_qty", "decimal(28,8)"),
-    ("trade_time", "timestamp"),
-    ("is_buyer_maker", "boolean"),
-    ("is_best_match", "boolean"),
-)
-#: Hive partition columns, in path order: processed/trades/year=2025/month=7/day=15/symbol=BTCUSDT/.
-PARTITION_COLUMNS: tuple[tuple[str, str], ...] = (("year", "int"), ("month", "int"), ("day", "int"),
-                                                  ("symbol", "string"))
+#: The processed Parquet columns (Athena/Glue type names) and the Hive partition columns in path order
+#: (processed/trades/year=2025/month=7/day=15/symbol=BTCUSDT/): declared once, with the catalog, where
+#: Terraform and the SQL DDL are checked against them. TRADES_SCHEMA below is their Spark form.
+PARTITION_COLUMNS = TRADES_PARTITION_KEYS
 #: Binance writes 8 decimals; decimal(18,8) and decimal(28,8) keep every source digit (no float rounding).
 SCALE = 8
 PRICE_TYPE = T.DecimalType(18, SCALE)
