@@ -8,9 +8,9 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: setup demo dev test test-e2e bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml devtools/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' -e ./devtools
 	touch $(STAMP)
 
 setup: $(STAMP)

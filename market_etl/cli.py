@@ -1,4 +1,4 @@
-"""`market-etl`: the project's command line (mirror, query, demo, init-home)."""
+"""`market-etl`: the project's command line (query, init-home; mirror, bench and demo from the tooling package)."""
 from __future__ import annotations
 
 import argparse
@@ -16,45 +16,35 @@ def _init_home(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    from market_etl.demo import run_demo
-
-    return run_demo(trades_per_day=args.trades_per_day, seed=args.seed)
+#: Subcommands that live in the tooling package (market_etl_devtools), not in what ships to Glue.
+DEVTOOLS_COMMANDS = ("mirror", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from market_etl import query_cli
-    from market_etl import bench as bench_cli
-    from market_etl import bench_etl, bench_pipeline
-    from market_etl.mirror import cli as mirror_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    mirror_cli.register(sub)
     query_cli.register(sub)
-
-    demo = sub.add_parser("demo", help="run the pipeline end to end on a generated local mirror")
-    demo.add_argument("--trades-per-day", type=int, default=2000)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.set_defaults(func=_demo)
 
     home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
     home.set_defaults(func=_init_home)
 
-    bench = sub.add_parser("bench", help="benchmarks: `pipeline` (the default: every stage, written to "
-                                         "benchmarks/results.md), `unzip` and `etl` in detail")
-    benchmarks = bench.add_subparsers(dest="benchmark")
-    bench_pipeline.register(benchmarks)
-    bench_cli.register(benchmarks)
-    bench_etl.register(benchmarks)
-    bench.set_defaults(func=lambda args: _bench_default(benchmarks))
+    try:
+        from market_etl_devtools.cli import register as register_devtools
+    except ImportError:
+        for name in DEVTOOLS_COMMANDS:
+            missing = sub.add_parser(name, help="(needs market-etl-devtools: `make setup` or `pip install -e devtools`)")
+            missing.set_defaults(func=_devtools_missing)
+    else:
+        register_devtools(sub)
     return parser
 
 
-def _bench_default(benchmarks: argparse._SubParsersAction) -> int:
-    """`market-etl bench` with no name: the whole-pipeline benchmark with its defaults."""
-    args = benchmarks.choices["pipeline"].parse_args([])
-    return args.func(args)
+def _devtools_missing(args) -> int:
+    print(f"market-etl {args.command}: this command is part of the development tools, which are not installed "
+          "here. From a checkout run `make setup`, or `pip install -e devtools`.", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ Built lazily by Dagster, so settings are read when the location loads, not at im
 import dagster as dg
 
 from market_etl.defs.analytics import build_analytics_assets
-from market_etl.defs.assets import build_lake_assets
+from market_etl.defs.raw import build_lake_assets
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.processed import build_processed_assets
 from market_etl.defs.sensors import build_sensors

@@ -6,7 +6,7 @@ directories `processed/trades/year=Y/month=M/day=D/symbol=S/part-*.snappy.parque
 decimal(28,8), trade_time` as UTC-adjusted TIMESTAMP_MICROS (what Spark's TimestampType becomes),
 `is_buyer_maker, is_best_match boolean`. Tests compute their expected values from the same Python
 rows, independently of any SQL engine. To switch to the real ETL, replace `write_processed_partition`
-with a run of processed/trades over `market_etl.mirror.generate.generate_month` output.
+with a run of processed/trades over `market_etl_devtools.mirror.generate.generate_month` output.
 """
 from __future__ import annotations
 

@@ -22,24 +22,24 @@
 resource "aws_s3_object" "download_script" {
   bucket      = aws_s3_bucket.lake.id
   key         = "${local.prefix_artifacts}glue/jobs/download.py"
-  source      = "${path.module}/../market_etl/jobs/download.py"
-  source_hash = filemd5("${path.module}/../market_etl/jobs/download.py")
+  source      = "${path.module}/../market_etl/stages/download.py"
+  source_hash = filemd5("${path.module}/../market_etl/stages/download.py")
   kms_key_id  = aws_kms_key.lake.arn
 }
 
 resource "aws_s3_object" "unzip_script" {
   bucket      = aws_s3_bucket.lake.id
   key         = "${local.prefix_artifacts}glue/jobs/unzip.py"
-  source      = "${path.module}/../market_etl/jobs/unzip.py"
-  source_hash = filemd5("${path.module}/../market_etl/jobs/unzip.py")
+  source      = "${path.module}/../market_etl/stages/unzip.py"
+  source_hash = filemd5("${path.module}/../market_etl/stages/unzip.py")
   kms_key_id  = aws_kms_key.lake.arn
 }
 
 resource "aws_s3_object" "etl_script" {
   bucket      = aws_s3_bucket.lake.id
   key         = "${local.prefix_artifacts}glue/jobs/etl.py"
-  source      = "${path.module}/../market_etl/jobs/etl.py"
-  source_hash = filemd5("${path.module}/../market_etl/jobs/etl.py")
+  source      = "${path.module}/../market_etl/stages/etl.py"
+  source_hash = filemd5("${path.module}/../market_etl/stages/etl.py")
   kms_key_id  = aws_kms_key.lake.arn
 }
 

@@ -1,6 +1,6 @@
 """Binance spot trades, from CSV text to the processed schema: the constants, the rules, the Spark transforms.
 
-The stage entry point (`market_etl.jobs.etl`) only reads, calls these, writes and reports. Every
+The stage entry point (`market_etl.stages.etl`) only reads, calls these, writes and reports. Every
 function taking a DataFrame returns one and triggers no Spark action, so the tests run them on small
 in-memory frames with the session they share.
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from market_etl.core.checks import CHECKS
-from market_etl.defs.assets import RAW_UNZIPPED_TRADES_CSV
+from market_etl.defs.raw import RAW_UNZIPPED_TRADES_CSV
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.partitions import partition_of
 from market_etl.resources import LakeResource
@@ -33,7 +33,7 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition,
             "Validated trades as Snappy Parquet, `processed/trades/year=/month=/day=/symbol=/`: trade_id bigint, "
             "price decimal(18,8), quantity and quote_qty decimal(28,8) (the source digits, exactly), trade_time "
             "timestamp (UTC, microseconds), is_buyer_maker, is_best_match; each day file sorted by trade time. "
-            "Built by the Spark stage `market_etl.jobs.etl` (local Spark or a Glue job) from raw_unzipped/trades_csv: "
+            "Built by the Spark stage `market_etl.stages.etl` (local Spark or a Glue job) from raw_unzipped/trades_csv: "
             "header and ms/us time unit detected per file, rows breaking a rule quarantined with their reason "
             "under `rejected/trades/symbol=/month=/`, exact duplicates removed and counted, conflicting duplicates "
             "fail the run. A re-run replaces exactly this symbol-month's days; a failed run leaves the previous "

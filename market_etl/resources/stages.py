@@ -23,7 +23,7 @@ STAGES = ("download", "unzip", "etl")
 def stage_module(stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    return f"market_etl.jobs.{stage}"
+    return f"market_etl.stages.{stage}"
 
 
 def partition_args(partition: TradePartition) -> list[str]:
@@ -38,7 +38,7 @@ class StageLauncher(dg.ConfigurableResource):
 
 
 class LocalStageLauncher(StageLauncher):
-    """Runs stages as local subprocesses of this Python (`python -m market_etl.jobs.<stage>`)."""
+    """Runs stages as local subprocesses of this Python (`python -m market_etl.stages.<stage>`)."""
 
     python_executable: str = sys.executable
 
@@ -80,7 +80,7 @@ def glue_arguments(args: Sequence[str]) -> dict[str, str]:
     """Our stage argument list as Glue's `Arguments` map: `["--k", "v", "--flag"]` -> `{"--k": "v", "--flag": "true"}`.
 
     Glue passes every argument as `--name value`, so a bare flag needs a value; the stage
-    parsers read `--flag true` as the flag (see `market_etl.jobs._stage.flag_argument`).
+    parsers read `--flag true` as the flag (see `market_etl.stages._stage.flag_argument`).
     """
     arguments: dict[str, str] = {}
     i = 0
@@ -114,7 +114,7 @@ class PipesS3MessageReaderUnderPrefix(PipesS3MessageReader):
 
 
 class GlueStageLauncher(StageLauncher):
-    """Runs stages as AWS Glue jobs (the same `market_etl/jobs/<stage>.py` files) through `PipesGlueClient`.
+    """Runs stages as AWS Glue jobs (the same `market_etl/stages/<stage>.py` files) through `PipesGlueClient`.
 
     Pipes context and messages travel through S3 under `pipes_bucket/pipes_prefix`: Glue's
     CloudWatch output stream has been measured to drop lines, and check results must arrive.

@@ -9,8 +9,8 @@ import pytest
 
 from market_etl.core.keys import TradePartition
 from market_etl.definitions import build_definitions
-from market_etl.mirror.generate import generate_mirror
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror.generate import generate_mirror
+from market_etl_devtools.mirror.server import MirrorServer
 from market_etl.settings import Settings
 
 RAW = dg.AssetKey(["raw", "trades_zip"])

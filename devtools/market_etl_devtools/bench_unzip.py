@@ -1,6 +1,6 @@
 """`market-etl bench unzip`: MB/s and peak RSS of the unzip stage, side by side with stdlib zipfile.
 
-The archive is a generated Binance-format month (`market_etl.mirror.generate`) of the requested size,
+The archive is a generated Binance-format month (`market_etl_devtools.mirror.generate`) of the requested size,
 recompressed at zlib's default level, as `zip`, Python's zipfile and Java's ZipOutputStream write it
 (`--fast-archive` keeps the mirror's own ISA-L level-1 stream: quicker to make, slower to inflate).
 Archives are cached in the work directory.
@@ -43,7 +43,7 @@ METHODS = {
 
 def realistic_archive(size_gb: float, workdir: Path, *, fast: bool = False) -> Path:
     """A one-member BTCUSDT-2025-07 archive holding about `size_gb` GB of CSV (cached in `workdir`)."""
-    from market_etl.mirror.generate import generate_month
+    from market_etl_devtools.mirror.generate import generate_month
 
     trades_per_day = max(1, round(size_gb * 1e9 / CSV_BYTES_PER_ROW / DAYS))
     mirror = workdir / f"mirror-{trades_per_day}"
@@ -92,7 +92,7 @@ def _method(method: str, archive: Path, workdir: Path) -> Callable[[], int]:
     """The work of one method (imports done, nothing started); returns the CSV bytes it wrote when called."""
     name = csv_member_name(PARTITION)
     if method == "stage":
-        import market_etl.jobs.unzip  # noqa: F401  the stage process's imports, Pipes included
+        import market_etl.stages.unzip  # noqa: F401  the stage process's imports, Pipes included
         from market_etl.core.memory import reuse_freed_buffers
         from market_etl.core.unzip import unzip_partition
         from market_etl.lake import LocalLake
@@ -159,7 +159,7 @@ def bench_unzip(size_gb: float, workdir: str | os.PathLike, *, repeat: int = 2, 
     for _ in range(repeat):
         for method in methods:
             _clean_outputs(workdir)
-            child = subprocess.run([sys.executable, "-m", "market_etl.bench", "--child", method, str(archive),
+            child = subprocess.run([sys.executable, "-m", "market_etl_devtools.bench_unzip", "--child", method, str(archive),
                                     str(workdir)], stdout=subprocess.PIPE, text=True, check=True)
             result = json.loads(child.stdout.strip().splitlines()[-1])
             if result["bytes"] != info.file_size:
@@ -202,4 +202,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         print(json.dumps(_child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))))
     else:
-        sys.exit("usage: python -m market_etl.bench --child METHOD ARCHIVE WORKDIR (use `market-etl bench unzip`)")
+        sys.exit("usage: python -m market_etl_devtools.bench_unzip --child METHOD ARCHIVE WORKDIR (use `market-etl bench unzip`)")

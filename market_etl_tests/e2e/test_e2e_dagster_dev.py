@@ -19,12 +19,12 @@ import requests
 
 from market_etl.core.keys import TradePartition
 from market_etl.instance import SHIPPED_DAGSTER_YAML
-from market_etl.mirror.generate import Defects, generate_mirror, generate_month
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror.generate import Defects, generate_mirror, generate_month
+from market_etl_devtools.mirror.server import MirrorServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-REPO = SHIPPED_DAGSTER_YAML.parent
+REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MONTHS = ("2025-07", "2025-08")
 CLEAN = [TradePartition(s, m).dagster_key() for s in SYMBOLS for m in MONTHS]

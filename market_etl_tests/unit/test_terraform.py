@@ -28,7 +28,7 @@ from hcl2 import SerializationOptions
 from market_etl.core import catalog
 from market_etl.core.catalog import ANALYTICS_TABLES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "terraform"
 
 # The processed trades schema, in order, as the code declares it (the ETL writes it, the catalog registers it).
@@ -38,9 +38,9 @@ TRADES_PARTITION_KEYS: list[tuple[str, str]] = list(catalog.TRADES_PARTITION_KEY
 # Glue job name -> the stage script it runs (repo-relative). The scripts are
 # planned; until they exist the test only requires the path to be one of these.
 GLUE_JOB_SCRIPTS: dict[str, str] = {
-    "market-etl-download": "market_etl/jobs/download.py",
-    "market-etl-unzip": "market_etl/jobs/unzip.py",
-    "market-etl-etl": "market_etl/jobs/etl.py",
+    "market-etl-download": "market_etl/stages/download.py",
+    "market-etl-unzip": "market_etl/stages/unzip.py",
+    "market-etl-etl": "market_etl/stages/etl.py",
 }
 PYTHON_SHELL_JOBS = {"market-etl-download", "market-etl-unzip"}
 
@@ -284,7 +284,7 @@ def test_glue_job_scripts_are_the_stage_scripts_from_the_repo() -> None:
         assert source.startswith("${path.module}/"), f"{name}: script source must be relative to path.module: {source}"
         path = (TF_DIR / source.removeprefix("${path.module}/")).resolve()
         relative = path.relative_to(REPO).as_posix()
-        assert relative.startswith("market_etl/jobs/"), f"{name}: {relative} is not a stage script"
+        assert relative.startswith("market_etl/stages/"), f"{name}: {relative} is not a stage script"
         assert relative == GLUE_JOB_SCRIPTS[name], f"{name} runs {relative}"
         if path.exists():
             assert path.is_file()

@@ -15,7 +15,7 @@ MIRROR_DIR = Path("data/mirror")
 
 
 def _ensure_mirror(trades_per_day: int, seed: int) -> Path:
-    from market_etl.mirror.generate import generate_mirror
+    from market_etl_devtools.mirror.generate import generate_mirror
 
     stamp = MIRROR_DIR / f".generated-{trades_per_day}-{seed}"
     if not stamp.exists():
@@ -42,7 +42,7 @@ def run_demo(trades_per_day: int = 2000, seed: int = 7) -> int:
     from market_etl.core.keys import TradePartition
     from market_etl.definitions import build_definitions
     from market_etl.instance import get_instance
-    from market_etl.mirror.server import MirrorServer
+    from market_etl_devtools.mirror.server import MirrorServer
     from market_etl.settings import Settings
 
     started = time.monotonic()

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import requests
 
-from market_etl.mirror import generate as gen
-from market_etl.mirror.cli import register
-from market_etl.mirror.generate import Defects, GeneratedFile, generate_mirror, generate_month, months_range
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror import generate as gen
+from market_etl_devtools.mirror.cli import register
+from market_etl_devtools.mirror.generate import Defects, GeneratedFile, generate_mirror, generate_month, months_range
+from market_etl_devtools.mirror.server import MirrorServer
 
 NS = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
 TRADES = "data/spot/monthly/trades"
@@ -469,7 +469,7 @@ def test_cli_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_cli_serve_in_another_process_is_steerable(root: Path, mirror: Mirror) -> None:
     harness = (
         "import argparse, sys\n"
-        "from market_etl.mirror.cli import register\n"
+        "from market_etl_devtools.mirror.cli import register\n"
         "parser = argparse.ArgumentParser(); register(parser.add_subparsers(required=True))\n"
         "args = parser.parse_args(sys.argv[1:]); sys.exit(args.func(args))\n"
     )

@@ -6,7 +6,7 @@ import sys
 
 from market_etl.core.memory import peak_rss_bytes, reuse_freed_buffers
 from market_etl.core.unzip import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, UnzipLimits, unzip_partition
-from market_etl.jobs._stage import open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
 
 

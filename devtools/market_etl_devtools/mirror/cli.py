@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from market_etl.mirror.generate import DEFAULT_COMPRESSLEVEL, generate_month, months_range
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror.generate import DEFAULT_COMPRESSLEVEL, generate_month, months_range
+from market_etl_devtools.mirror.server import MirrorServer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,6 +1,6 @@
 """`market-etl bench pipeline` (what `make bench` runs): the whole pipeline on one generated month, stage by stage.
 
-Input: one BTCUSDT 2025-07 month in Binance's spot format from `market_etl.mirror.generate` (clean,
+Input: one BTCUSDT 2025-07 month in Binance's spot format from `market_etl_devtools.mirror.generate` (clean,
 microsecond times, ~77 bytes of CSV a row; 30M rows by default). It is generated once per size and cached
 in the work directory; generation is timed but is not a stage. Into a fresh local lake, in production order:
 
@@ -14,7 +14,7 @@ How each stage runs: in a fresh child process that calls what the stage's entry 
 arguments the launcher passes (`download_archive`, `unzip_partition` after `reuse_freed_buffers`,
 `jobs.etl.run_stage` through bench_etl's child, the `DuckDBSqlEngine` methods), and prints its counts,
 peak RSS (its VmHWM, plus the JVM's for Spark) and CPU seconds as JSON. Not `python -m
-market_etl.jobs.<stage>` itself: an entry point reports its figures through Dagster Pipes, which outside
+market_etl.stages.<stage>` itself: an entry point reports its figures through Dagster Pipes, which outside
 Dagster has no reader (dagster_pipes substitutes a MagicMock: the figures are lost and ~7 MiB of RSS is
 added that the real stage never has), and a parent cannot read a finished child's VmHWM (ru_maxrss carries
 the parent's across exec). What is left out is a few small Pipes message writes per stage.
@@ -43,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from market_etl.bench_etl import DAYS, PARTITION, run_child, run_engine
+from market_etl_devtools.bench_etl import DAYS, PARTITION, run_child, run_engine
 from market_etl.core.memory import peak_rss_bytes
 
 DEFAULT_ROWS = 30_000_000
@@ -76,7 +76,7 @@ def generated_month(rows: int, workdir: Path) -> Month:
     The facts file is written last, so its presence means the archive and its CHECKSUM are complete.
     """
     from market_etl.core.binance import archive_url
-    from market_etl.mirror.generate import generate_month
+    from market_etl_devtools.mirror.generate import generate_month
 
     trades_per_day = max(1, round(rows / DAYS))
     mirror = workdir / f"pipeline-mirror-{trades_per_day}"
@@ -186,7 +186,7 @@ class StageResult:
 
 
 def _stage_child(stage: str, lake_root: Path, arg: str | None = None) -> dict:
-    return run_child("market_etl.bench_pipeline", stage, str(lake_root), *([arg] if arg else []))
+    return run_child("market_etl_devtools.bench_pipeline", stage, str(lake_root), *([arg] if arg else []))
 
 
 def _expect(what: str, got, expected) -> None:
@@ -214,7 +214,7 @@ def _report(number: int, result: StageResult, detail: str = "") -> None:
 
 def run_stages(month: Month, lake_root: Path) -> list[StageResult]:
     """Every stage in order on a fresh lake; fails as soon as a stage's counts do not reconcile."""
-    from market_etl.mirror.server import MirrorServer
+    from market_etl_devtools.mirror.server import MirrorServer
 
     shutil.rmtree(lake_root, ignore_errors=True)
     lake_root.mkdir(parents=True)
@@ -450,5 +450,5 @@ if __name__ == "__main__":
     if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
         print(json.dumps(_child(sys.argv[2], Path(sys.argv[3]), sys.argv[4] if len(sys.argv) == 5 else None)))
     else:
-        sys.exit("usage: python -m market_etl.bench_pipeline --child STAGE LAKE_ROOT [ARG] "
+        sys.exit("usage: python -m market_etl_devtools.bench_pipeline --child STAGE LAKE_ROOT [ARG] "
                  "(use `market-etl bench pipeline`)")

@@ -1,10 +1,10 @@
 """`market-etl bench etl`: rows/s and peak RSS of the Spark ETL stage, beside DuckDB doing the same job.
 
-Input: one generated BTCUSDT 2025-07 month in Binance's spot format (`market_etl.mirror.generate`,
+Input: one generated BTCUSDT 2025-07 month in Binance's spot format (`market_etl_devtools.mirror.generate`,
 microsecond times, ~77 bytes a row; ~30M rows by default, cached in the work directory).
 
-- `stage`: the stage entry point's work (`market_etl.jobs.etl.run_stage`, what `python -m
-  market_etl.jobs.etl` runs) with every rule, the quarantine, the id verification (and dedupe when
+- `stage`: the stage entry point's work (`market_etl.stages.etl.run_stage`, what `python -m
+  market_etl.stages.etl` runs) with every rule, the quarantine, the id verification (and dedupe when
   needed) and the checks, writing Snappy Parquet into a local lake.
 - `duckdb`: the reference from PERFORMANCE.md: read the same CSV with types, keep price > 0,
   qty > 0 and time inside the month, derive year/month/day/symbol, `COPY ... PARTITION_BY` to Snappy
@@ -42,7 +42,7 @@ SOURCE_TYPES = {"id": "BIGINT", "price": "DECIMAL(18,8)", "qty": "DECIMAL(28,8)"
 def prepare_source(rows: int, workdir: Path) -> tuple[Path, int]:
     """A local lake whose raw_unzipped zone holds a generated month of about `rows` trades (cached)."""
     from market_etl.lake import LocalLake
-    from market_etl.mirror.generate import generate_month
+    from market_etl_devtools.mirror.generate import generate_month
 
     trades_per_day = max(1, round(rows / DAYS))
     lake = LocalLake(workdir / f"etl-lake-{trades_per_day}")
@@ -60,7 +60,7 @@ def prepare_source(rows: int, workdir: Path) -> tuple[Path, int]:
 
 
 def _stage(lake_root: Path) -> dict:
-    from market_etl.jobs.etl import run_stage, stage_arguments
+    from market_etl.stages.etl import run_stage, stage_arguments
 
     args = stage_arguments(["--symbol", PARTITION.symbol, "--month", PARTITION.month, "--lake", str(lake_root)])
     m = run_stage(args).metadata
@@ -117,7 +117,7 @@ def run_child(module: str, *args: str) -> dict:
 
 def run_engine(engine: str, lake_root: Path, source_rows: int) -> dict:
     """One engine in its own child process on `lake_root`'s CSV; fails unless it wrote every source row."""
-    result = run_child("market_etl.bench_etl", engine, str(lake_root))
+    result = run_child("market_etl_devtools.bench_etl", engine, str(lake_root))
     if result["rows_out"] != source_rows:
         raise RuntimeError(f"{engine} wrote {result['rows_out']:,} rows, expected {source_rows:,}")
     return result
@@ -180,4 +180,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         print(json.dumps(_child(sys.argv[2], Path(sys.argv[3]))))
     else:
-        sys.exit("usage: python -m market_etl.bench_etl --child ENGINE LAKE_ROOT (use `market-etl bench etl`)")
+        sys.exit("usage: python -m market_etl_devtools.bench_etl --child ENGINE LAKE_ROOT (use `market-etl bench etl`)")

@@ -9,10 +9,10 @@ import pytest
 from market_etl.core.keys import TradePartition
 from market_etl.core.listing import ListingError, list_published_months
 from market_etl.definitions import build_definitions
-from market_etl.defs.assets import RAW_TRADES_ZIP
+from market_etl.defs.raw import RAW_TRADES_ZIP
 from market_etl.defs.sensors import NEW_MONTHS_SENSOR_NAME
-from market_etl.mirror.generate import Defects, generate_mirror, generate_month
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror.generate import Defects, generate_mirror, generate_month
+from market_etl_devtools.mirror.server import MirrorServer
 from market_etl.settings import Settings
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

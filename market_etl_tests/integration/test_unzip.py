@@ -39,7 +39,7 @@ from market_etl.core.unzip import (
 )
 from market_etl.definitions import build_definitions
 from market_etl.lake import Lake, LocalLake, S3Lake
-from market_etl.mirror.generate import GeneratedFile, generate_month
+from market_etl_devtools.mirror.generate import GeneratedFile, generate_month
 from market_etl.settings import Settings
 
 PARTITION = TradePartition("BTCUSDT", "2025-07")
@@ -152,7 +152,7 @@ def member_crc(generated: GeneratedFile) -> int:
 
 
 def stage_command(lake: Lake, moto_endpoint: str | None = None) -> list[str]:
-    command = [sys.executable, "-m", "market_etl.jobs.unzip", "--symbol", PARTITION.symbol,
+    command = [sys.executable, "-m", "market_etl.stages.unzip", "--symbol", PARTITION.symbol,
                "--month", PARTITION.month, "--lake", lake.url]
     return command + (["--s3-endpoint-url", moto_endpoint] if moto_endpoint else [])
 

@@ -1,7 +1,7 @@
 """The ETL stage end to end on real Spark (RELIABILITY.md cases 16-23).
 
 Most scenarios call the stage's `run_etl` on the test session's one SparkSession (seconds each); three
-need their own processes: a run killed mid-write (`python -m market_etl.jobs.etl`, SIGKILL), its re-run,
+need their own processes: a run killed mid-write (`python -m market_etl.stages.etl`, SIGKILL), its re-run,
 and a Dagster run through PipesSubprocessClient that shows the checks landing on the partition.
 """
 import hashlib
@@ -26,9 +26,9 @@ from market_etl.core.publish import clear, publish_directory, remove_directory
 from market_etl.core.trades import SchemaDrift, SourceError
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
-from market_etl.jobs.etl import MAX_SPLIT_BYTES, run_etl, split_bytes
+from market_etl.stages.etl import MAX_SPLIT_BYTES, run_etl, split_bytes
 from market_etl.lake import LocalLake
-from market_etl.mirror.generate import Defects, generate_month
+from market_etl_devtools.mirror.generate import Defects, generate_month
 from market_etl.resources import LakeResource
 from market_etl.resources.stages import LocalStageLauncher
 from market_etl.settings import Settings
@@ -270,7 +270,7 @@ def test_publishing_replaces_a_directory_whole_with_stable_names(any_lake):
 
 def _stage(lake, partition, log: Path) -> subprocess.Popen:
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    command = [sys.executable, "-m", "market_etl.jobs.etl", "--symbol", partition.symbol, "--month",
+    command = [sys.executable, "-m", "market_etl.stages.etl", "--symbol", partition.symbol, "--month",
                partition.month, "--lake", lake.url]
     # Own process group: the kill takes the stage's JVM with it, as a lost Glue worker would.
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -29,9 +29,9 @@ from market_etl.core.catalog import DATABASE
 from market_etl.core.catalog import TRADES_TABLE as GLUE_TRADES_TABLE
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.definitions import build_definitions
-from market_etl.jobs._stage import flag_argument, parse_stage_args, stage_parser
-from market_etl.mirror.generate import generate_mirror
-from market_etl.mirror.server import MirrorServer
+from market_etl.stages._stage import flag_argument, parse_stage_args, stage_parser
+from market_etl_devtools.mirror.generate import generate_mirror
+from market_etl_devtools.mirror.server import MirrorServer
 from market_etl.resources import build_resources
 from market_etl.resources.sql import AthenaSqlEngine
 from market_etl.resources.stages import GlueStageLauncher, glue_arguments
@@ -50,7 +50,7 @@ TRADES_TABLE = dg.AssetKey(["market_data", "trades_binance"])
 PIPELINE = [RAW, RAW_UNZIPPED, PROCESSED, TRADES_TABLE]
 GLUE_JOBS = {RAW: "market-etl-download", RAW_UNZIPPED: "market-etl-unzip", PROCESSED: "market-etl-etl"}
 # Download and unzip run as Glue Python shell jobs: Python 3.9 only.
-PYTHON_SHELL_MODULES = ["market_etl/jobs/download.py", "market_etl/jobs/unzip.py", "market_etl/jobs/_stage.py"]
+PYTHON_SHELL_MODULES = ["market_etl/stages/download.py", "market_etl/stages/unzip.py", "market_etl/stages/_stage.py"]
 
 
 @pytest.fixture(scope="module")

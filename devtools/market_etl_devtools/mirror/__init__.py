@@ -5,7 +5,7 @@ optional injected defects; `server.MirrorServer` serves them over loopback
 HTTP with switchable faults; `cli.register` adds `market-etl mirror ...`.
 """
 
-from market_etl.mirror.generate import (
+from market_etl_devtools.mirror.generate import (
     Defects,
     GeneratedFile,
     generate_mirror,
@@ -13,7 +13,7 @@ from market_etl.mirror.generate import (
     months_range,
     read_source_rows,
 )
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror.server import MirrorServer
 
 __all__ = [
     "Defects",

@@ -5,8 +5,8 @@ from market_etl.core.download import (
     ChecksumMismatch, ChecksumMissing, DownloadError, NotPublished, RetryPolicy, download_archive,
 )
 from market_etl.core.keys import TradePartition, Zone, lake_key
-from market_etl.mirror.generate import generate_month
-from market_etl.mirror.server import MirrorServer
+from market_etl_devtools.mirror.generate import generate_month
+from market_etl_devtools.mirror.server import MirrorServer
 
 PART = TradePartition("BTCUSDT", "2025-07")
 ZIP = "BTCUSDT-trades-2025-07.zip"

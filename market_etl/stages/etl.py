@@ -54,7 +54,7 @@ from market_etl.core.trades import (
     valid_trades,
     with_partition_columns,
 )
-from market_etl.jobs._stage import open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import Lake, open_lake
 
 #: Part of the data version: bump when the transform changes what it writes for the same input.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from market_etl.core.download import RetryPolicy, download_archive
-from market_etl.jobs._stage import flag_argument, open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.stages._stage import flag_argument, open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
 
 

@@ -1,0 +1,36 @@
+"""The tooling's `market-etl` subcommands: mirror, bench, demo (registered by `market_etl.cli` when installed)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _demo(args) -> int:
+    from market_etl_devtools.demo import run_demo
+
+    return run_demo(trades_per_day=args.trades_per_day, seed=args.seed)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from market_etl_devtools import bench_etl, bench_pipeline, bench_unzip
+    from market_etl_devtools.mirror import cli as mirror_cli
+
+    mirror_cli.register(sub)
+
+    demo = sub.add_parser("demo", help="run the pipeline end to end on a generated local mirror")
+    demo.add_argument("--trades-per-day", type=int, default=2000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks: `pipeline` (the default: every stage, written to "
+                                         "benchmarks/results.md), `unzip` and `etl` in detail")
+    benchmarks = bench.add_subparsers(dest="benchmark")
+    bench_pipeline.register(benchmarks)
+    bench_unzip.register(benchmarks)
+    bench_etl.register(benchmarks)
+    bench.set_defaults(func=lambda args: _bench_default(benchmarks))
+
+
+def _bench_default(benchmarks: argparse._SubParsersAction) -> int:
+    """`market-etl bench` with no name: the whole-pipeline benchmark with its defaults."""
+    args = benchmarks.choices["pipeline"].parse_args([])
+    return args.func(args)
