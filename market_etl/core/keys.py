@@ -125,6 +125,39 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
 
 
+def staged_trades_file_key(partition: TradePartition, day: int, run: str, part: int = 0) -> str:
+    """One data file a run writes for `trades_binance` (write-audit-publish: written, not yet committed).
+
+    processed/trades/year=Y/month=M/day=D/symbol=S/<run>-part-NNNNN.snappy.parquet: inside the table's
+    data directory, browsable by day, unique to the run, so two runs of one partition never touch each
+    other's files. Readers see it only once a commit of the table adds it.
+    """
+    return f"{lake_key(Zone.PROCESSED, partition, day=day)}/{_run_file(run, part)}"
+
+
+def staged_rejected_file_key(partition: TradePartition, run: str, part: int = 0) -> str:
+    """One quarantine file a run writes: rejected/trades/symbol=S/month=YYYY-MM/<run>-part-NNNNN.snappy.parquet."""
+    return f"{lake_key(Zone.REJECTED, partition)}/{_run_file(run, part)}"
+
+
+def staged_manifest_key(partition: TradePartition, run: str) -> str:
+    """What a run wrote and what its audit found (files, counts, source digest, check outcomes):
+    processed/_staged/trades/symbol=S/month=YYYY-MM/<run>.json. The publish step commits from it."""
+    return f"processed/_staged/trades/symbol={partition.symbol}/month={partition.month}/{_validated_run(run)}.json"
+
+
+def _validated_run(run: str) -> str:
+    if not RUN_ID_PATTERN.fullmatch(run):
+        raise InvalidPartitionKey(f"invalid run id {run!r}: expected {RUN_ID_PATTERN.pattern} (new_run_id())")
+    return run
+
+
+def _run_file(run: str, part: int) -> str:
+    if not 0 <= part < 100_000:
+        raise ValueError(f"part number {part} out of range")
+    return f"{_validated_run(run)}-part-{part:05d}.snappy.parquet"
+
+
 def lake_key(zone: Zone, partition: TradePartition | None = None, *, day: int | None = None,
              dataset: str = "trades", run: str | None = None) -> str:
     """The one place that builds lake keys (relative to the lake root, `/`-separated).

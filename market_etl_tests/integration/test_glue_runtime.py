@@ -37,7 +37,7 @@ from market_etl.resources.sql import AthenaSqlEngine
 from market_etl.resources.stages import GlueStageLauncher, glue_arguments
 from market_etl.settings import Settings
 from market_etl_tests.fake_glue import REPO_ROOT, StandInGlueLauncher, deploy_stage_jobs
-from market_etl_tests.test_catalog import glue  # noqa: F401  (fixture: the trades table in moto's Glue, as terraform declares it)
+from market_etl_tests.integration.test_catalog import glue  # noqa: F401  (fixture: the trades table in moto's Glue, as terraform declares it)
 
 REGION = "us-east-1"
 SYMBOL, MONTH = "BTCUSDT", "2025-07"
