@@ -23,8 +23,7 @@ def ensure_dagster_home() -> Path:
 
 
 def pool_limits(settings: Settings) -> dict[str, int]:
-    from market_etl.defs.partitions import DOWNLOAD_POOL
-    from market_etl.defs.processed import SPARK_POOL
+    from market_etl.defs.keys import DOWNLOAD_POOL, SPARK_POOL
 
     return {DOWNLOAD_POOL: settings.download_concurrency, SPARK_POOL: 1}
 

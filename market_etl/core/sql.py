@@ -3,7 +3,7 @@
 Queries are written once, in Athena's dialect (Trino SQL), and run on Athena or, translated with
 sqlglot, on DuckDB. Parameters appear as `:symbol`, `:year`, `:month`, `:day`; a value reaches an
 engine only after validation, and only as a bound parameter (DuckDB named parameters, Athena
-execution parameters), never pasted into the SQL text (RELIABILITY.md case 25).
+execution parameters), never pasted into the SQL text (docs/reliability.md case 25).
 """
 from __future__ import annotations
 
