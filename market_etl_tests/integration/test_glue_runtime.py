@@ -254,7 +254,9 @@ def _market_etl_closure(script: Path) -> set[Path]:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+            # `from market_etl.core import defaults` imports the module market_etl.core.defaults too.
+            names = ([node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) and node.module else
                      [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             for name in names:
                 if name.split(".")[0] == "market_etl":
