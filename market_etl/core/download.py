@@ -146,7 +146,7 @@ def download_archive(
     base_url: str,
     lake: Lake,
     *,
-    allow_missing_checksum: bool = False,
+    allow_missing_checksum: bool = defaults.ALLOW_MISSING_CHECKSUM,
     timeout: tuple[float, float] = (defaults.HTTP_CONNECT_TIMEOUT_SECONDS, defaults.HTTP_TIMEOUT_SECONDS),
     policy: RetryPolicy = RetryPolicy(),
     session: requests.Session | None = None,
