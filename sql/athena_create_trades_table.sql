@@ -7,7 +7,7 @@
 -- No partition projection, on purpose: partitions are REGISTERED by the pipeline (Glue
 -- BatchCreatePartition, market_etl/core/catalog.py) only after the partition's blocking checks
 -- passed. Projection would make every partition directory in S3 queryable as soon as files land,
--- including a partition whose checks failed (RELIABILITY.md case 24). See athena_repair_partitions.sql.
+-- including a partition whose checks failed (docs/reliability.md case 24). See athena_repair_partitions.sql.
 
 -- name: create_database
 CREATE DATABASE IF NOT EXISTS market_data;

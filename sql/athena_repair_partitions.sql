@@ -3,7 +3,7 @@
 -- Partitions are REGISTERED, neither projected nor discovered: the catalog asset
 -- (market_data/trades_binance) adds a symbol-month's day partitions through Glue's
 -- BatchCreatePartition only after processed/trades passed its blocking checks for that partition, so a
--- failed check leaves what queries see unchanged (RELIABILITY.md case 24). Both alternatives break that:
+-- failed check leaves what queries see unchanged (docs/reliability.md case 24). Both alternatives break that:
 --   * partition projection makes any directory under the table location queryable as soon as files land;
 --   * MSCK REPAIR TABLE registers every partition directory it finds, checked or not (and lists the whole
 --     prefix, which gets slow with years of symbol-days).

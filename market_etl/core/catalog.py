@@ -2,7 +2,7 @@
 
 Partitions are registered, never discovered: the catalog asset registers a symbol-month after
 processed/trades passed its blocking checks for it, so a failed check leaves what queries see
-unchanged (RELIABILITY.md case 24).
+unchanged (docs/reliability.md case 24).
 
 - aws runtime: the Glue Data Catalog. One Glue partition per (year, month, day, symbol), its location
   the day's directory, registered with BatchCreatePartition (Athena reads every file under it).

@@ -16,10 +16,11 @@ from typing import Iterator
 
 import requests
 
+from market_etl.core import defaults
 from market_etl.core.binance import listing_prefix
 from market_etl.core.keys import validate_symbol
 
-DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
+DEFAULT_LISTING_URL = defaults.BINANCE_LISTING_URL
 # Some old checksum names carry an unpadded month (`...-2020-8.zip.CHECKSUM`); normalised below.
 _ARCHIVE_NAME = re.compile(
     r"(?P<symbol>[A-Z0-9]+)-trades-(?P<year>\d{4})-(?P<month>\d{1,2})\.zip(?P<checksum>\.CHECKSUM)?")
@@ -152,7 +153,8 @@ def _pages(session: requests.Session, listing_url: str, prefix: str, timeout) ->
 
 def list_published_months(symbol: str, listing_url: str = DEFAULT_LISTING_URL, *,
                           session: requests.Session | None = None,
-                          timeout: tuple[float, float] = (10.0, 30.0)) -> list[PublishedMonth]:
+                          timeout: tuple[float, float] = (defaults.HTTP_CONNECT_TIMEOUT_SECONDS,
+                                                          defaults.HTTP_TIMEOUT_SECONDS)) -> list[PublishedMonth]:
     """Every monthly trades archive the bucket lists for `symbol`: one request per 1000 keys."""
     if session is None:
         with requests.Session() as own:

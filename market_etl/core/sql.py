@@ -3,7 +3,7 @@
 Queries are written once, in Athena's dialect (Trino SQL), and run on Athena or, translated with
 sqlglot, on DuckDB. Parameters appear as `:symbol`, `:year`, `:month`, `:day`; a value reaches an
 engine only after validation, and only as a bound parameter (DuckDB named parameters, Athena
-execution parameters), never pasted into the SQL text (RELIABILITY.md case 25).
+execution parameters), never pasted into the SQL text (docs/reliability.md case 25).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, Callable, Mapping, Sequence
 
 import sqlglot
@@ -21,7 +22,9 @@ from sqlglot.tokens import TokenType
 
 from market_etl.core.keys import InvalidPartitionKey, TradePartition, validate_month, validate_symbol
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# The repository's sql/, shipped inside the package (market_etl/sql links to it), so an installed
+# `market-etl query` finds it wherever it runs; a Traversable, as the package may be a zip on Glue.
+SQL_DIR: Traversable = resources.files("market_etl") / "sql"
 # Files of runnable queries. The DDL files in sql/ are Athena-only and are not run by this runner.
 QUERY_FILES = ("athena_sample_queries.sql", "athena_analytics.sql")
 NAME_LINE = re.compile(r"--\s*name:\s*(\S+)\s*")
@@ -87,13 +90,14 @@ def parse_named_queries(text: str, source: str) -> dict[str, NamedQuery]:
 
 
 @functools.lru_cache(maxsize=None)
-def load_queries(directory: Path = SQL_DIR, files: tuple[str, ...] = QUERY_FILES) -> dict[str, NamedQuery]:
+def load_queries(directory: Traversable = SQL_DIR, files: tuple[str, ...] = QUERY_FILES) -> dict[str, NamedQuery]:
     """Every named query of the query files; a name must be unique across files."""
     queries: dict[str, NamedQuery] = {}
     for file_name in files:
         path = directory / file_name
         if not path.is_file():
-            raise QueryError(f"SQL file {path} not found: run from a checkout of market-etl (sql/ ships with the repo)")
+            raise QueryError(f"SQL file {path} not found: the installed market-etl package lacks its sql/ files; "
+                             "reinstall it (`pip install .` from a checkout)")
         for name, query in parse_named_queries(path.read_text(), file_name).items():
             if name in queries:
                 raise QueryError(f"query {name!r} is defined in both {queries[name].source} and {file_name}")

@@ -197,7 +197,7 @@ def unload_statement(query_sql: str, target: str) -> str:
 
     The query keeps its `?` execution parameters: Athena takes them in SELECT, INSERT INTO, CTAS and
     UNLOAD statements (in WHERE clauses, where the named queries have them), so partition values are
-    still never pasted into SQL (RELIABILITY.md case 25). The TO location cannot be a parameter; it is
+    still never pasted into SQL (docs/reliability.md case 25). The TO location cannot be a parameter; it is
     a quoted literal of the lake URL plus a key that lake_key builds from validated partition fields
     and a run id. Newlines around the query keep a trailing comment in it from eating the `)`.
     """

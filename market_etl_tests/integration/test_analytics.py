@@ -14,7 +14,8 @@ import pytest
 from market_etl.core.catalog import sql_string
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.core.sql import bind, get_query, partition_parameters
-from market_etl.defs.analytics import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE, build_analytics_assets
+from market_etl.defs.analytics import build_analytics_assets
+from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of, trade_partitions
 from market_etl.lake import LocalLake
 from market_etl.resources.sql import ANALYTICS_FILE, DuckDBSqlEngine
@@ -100,7 +101,7 @@ def test_analytics_and_checks_materialise_and_equal_python(lake):
     result = _run(root, BTC)
 
     assert result.success
-    assert _materialized(result) == {TRADES_TABLE, OHLCV_1M, DAILY_TRADE_STATS}
+    assert _materialized(result) == {TRADES_TABLE_ASSET, OHLCV_1M, DAILY_TRADE_STATS}
     checks = _checks(result)
     assert set(checks) == {*(("ohlcv_1m", c) for c in OHLCV_CHECKS), ("daily_trade_stats", "totals_reconcile")}
     assert all(c.passed for c in checks.values()), checks
