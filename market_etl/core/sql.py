@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import sqlglot
+from sqlglot import exp
 from sqlglot.dialects.athena import Athena
 from sqlglot.tokens import TokenType
 
@@ -26,10 +27,22 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 QUERY_FILES = ("athena_sample_queries.sql", "athena_analytics.sql")
 NAME_LINE = re.compile(r"--\s*name:\s*(\S+)\s*")
 QUERY_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# EXPLAIN [ANALYZE] [VERBOSE] [(options)] <statement>: sqlglot has no tree for it (it would fall back to an
+# opaque Command, with a warning), so the prefix is split off as text and the statement parsed on its own.
+EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?P<analyze>ANALYZE\s+)?(VERBOSE\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 
 
 class QueryError(ValueError):
     """A query that cannot be run as asked: unknown name, bad SQL file, missing parameter."""
+
+
+class SqlRejected(QueryError):
+    """SQL refused before or by an engine: it does not parse, is not one read statement, or names a table or
+    column that does not exist."""
+
+
+class QueryEngineFailed(QueryError):
+    """The engine failed while running a valid query (a file it could not read, the service's own error)."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +62,13 @@ def placeholder_spans(sql: str) -> list[tuple[int, int, str]]:
 
     Found with sqlglot's Athena tokenizer, so a `:x` inside a string literal or a comment is not a placeholder.
     """
-    tokens = Athena().tokenize(sql)
+    explain = EXPLAIN.match(sql)
+    offset = explain.end() if explain else 0  # the tokenizer reads everything after EXPLAIN as one string
+    tokens = Athena().tokenize(sql[offset:])
     spans = []
     for colon, word in zip(tokens, tokens[1:]):
         if colon.token_type is TokenType.COLON and word.start == colon.end + 1 and word.text.isidentifier():
-            spans.append((colon.start, word.end + 1, word.text))
+            spans.append((offset + colon.start, offset + word.end + 1, word.text))
     return spans
 
 
@@ -170,13 +185,48 @@ def partition_parameters(partition: TradePartition) -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def to_duckdb(athena_sql: str) -> str:
     """Athena SQL -> DuckDB SQL (`:name` placeholders become DuckDB's `$name`)."""
+    explain = EXPLAIN.match(athena_sql)
+    if explain:
+        return ("EXPLAIN ANALYZE " if explain.group("analyze") else "EXPLAIN ") + to_duckdb(athena_sql[explain.end():])
     try:
         (translated,) = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
     except sqlglot.errors.ParseError as err:
-        raise QueryError(f"SQL does not parse as Athena SQL: {err}") from err
+        raise SqlRejected(f"SQL does not parse as Athena SQL: {err}") from err
     except ValueError as err:
-        raise QueryError(f"expected exactly one SQL statement: {err}") from err
+        raise SqlRejected(f"expected exactly one SQL statement: {err}") from err
     return translated
+
+
+# Statements that only read. Anything else (DDL, DML, UNLOAD, SET, COPY, ATTACH, CALL...) is refused, and
+# so is a read statement that holds one of WRITE_NODES anywhere (a CTE with an INSERT, SELECT ... INTO).
+READ_STATEMENTS: tuple[type, ...] = (exp.Query, exp.Values)
+WRITE_NODES: tuple[type, ...] = (exp.DML, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Into, exp.Copy,
+                                 exp.Set, exp.Use, exp.Pragma, exp.TruncateTable, exp.Merge)
+
+
+def require_read_only(sql: str) -> None:
+    """Refuse anything but one read statement (SELECT, WITH ... SELECT, VALUES, or EXPLAIN of one).
+
+    Ad-hoc SQL runs with the caller's credentials on Athena and on the lake's catalog file locally, so
+    it is parsed here, before any engine sees it; an engine's own read-only mode is the second line.
+    """
+    explain = EXPLAIN.match(sql)
+    if explain:
+        return require_read_only(sql[explain.end():])
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="athena") if s is not None]
+    except sqlglot.errors.ParseError as err:
+        raise SqlRejected(f"SQL does not parse as Athena SQL: {err}") from err
+    if len(statements) != 1:
+        raise SqlRejected(f"expected exactly one SQL statement, got {len(statements)}")
+    (statement,) = statements
+    if not isinstance(statement, READ_STATEMENTS):
+        raise SqlRejected(f"only read statements may run here (SELECT, WITH, VALUES, EXPLAIN); refused a "
+                          f"{statement.key.upper()} statement: the lake's tables change only through the pipeline")
+    for node in statement.walk():
+        if isinstance(node, WRITE_NODES):
+            raise SqlRejected(f"only read statements may run here; refused: the query holds a "
+                              f"{node.key.upper()} ({node.sql(dialect='athena')[:80]})")
 
 
 def athena_literal(value: Any) -> str:
@@ -215,6 +265,8 @@ class BoundQuery:
 def bind(query: NamedQuery | str, values: Mapping[str, Any] | None = None) -> BoundQuery:
     """Validate `values` and attach them to the query; every placeholder needs a value and every value a placeholder."""
     sql, name = (query.sql, query.name) if isinstance(query, NamedQuery) else (query.strip().rstrip(";"), None)
+    if name is None:
+        require_read_only(sql)
     values = dict(values or {})
     needed = {n for _, _, n in placeholder_spans(sql)}
     missing, extra = needed - set(values), set(values) - needed
