@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -176,3 +177,26 @@ def test_the_api_imports_neither_dagster_nor_spark(local_env):
                           env={**os.environ, "MARKET_ETL_LAKE": str(local_env["root"])})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(None, 1) == ["150", "[]\n"]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def notebook_blocks() -> list[str]:
+    """The python code blocks of the README's "From a notebook" section, in order."""
+    text = README.read_text()
+    section = text[text.index("## From a notebook"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_readme_notebook_section_runs_as_written(local_env, capsys):
+    blocks = notebook_blocks()
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md (From a notebook)", "exec"), namespace)
+    assert namespace["btc"].num_rows == 3 * 150 and namespace["df"].shape[0] == 3 * 150
+    assert namespace["first_version"].num_rows == 3 * 150
+    out = capsys.readouterr().out
+    assert "450 decimal128(18, 8)" in out and "DOGEUSDT has nothing published" in out
