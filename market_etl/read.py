@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from market_etl.settings import Settings
 
 NAMESPACE = "market_data"
-#: The local runtime's Iceberg catalog: pyiceberg's SQL catalog in a SQLite file inside the lake.
+#: The local runtime's Iceberg catalog: pyiceberg's SQL catalog in a SQLite file inside the lake. The SQL
+#: catalog files each table under the catalog's name, so writers and readers must use the same name.
 ICEBERG_CATALOG_KEY = "catalog/iceberg.db"
+ICEBERG_CATALOG_NAME = "market_etl"
 
 __all__ = ["trades", "ohlcv_1m", "open_catalog", "ReadError", "NothingPublished", "UnknownSymbol", "EmptyRange"]
 
@@ -75,13 +77,13 @@ def open_catalog(settings: "Settings | None" = None) -> "Catalog":
             raise NothingPublished(f"nothing published in the lake at {settings.lake}: no Iceberg catalog at "
                                    f"{database}. Materialise the pipeline's tables first (e.g. `make demo`), or "
                                    "set MARKET_ETL_LAKE to the lake to read")
-        return SqlCatalog("market_etl", uri=f"sqlite:///{database}", warehouse=Path(settings.lake).as_uri(),
+        return SqlCatalog(ICEBERG_CATALOG_NAME, uri=f"sqlite:///{database}", warehouse=Path(settings.lake).as_uri(),
                           init_catalog_tables="false")
     from pyiceberg.catalog.glue import GlueCatalog
 
     properties = {"glue.region": settings.aws_region, "s3.region": settings.aws_region,
                   "s3.endpoint": settings.s3_endpoint_url}
-    return GlueCatalog("market_etl", **{k: v for k, v in properties.items() if v})
+    return GlueCatalog(ICEBERG_CATALOG_NAME, **{k: v for k, v in properties.items() if v})
 
 
 def trades(symbol: str, start, end=None, *, as_of=None, catalog: "Catalog | None" = None) -> "pa.Table":

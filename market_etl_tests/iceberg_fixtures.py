@@ -26,7 +26,9 @@ def iceberg_catalog(lake: Path):
     from pyiceberg.catalog.sql import SqlCatalog
 
     (lake / "catalog").mkdir(parents=True, exist_ok=True)
-    return SqlCatalog("market_etl", uri=f"sqlite:///{lake / 'catalog' / 'iceberg.db'}", warehouse=lake.as_uri())
+    from market_etl.read import ICEBERG_CATALOG_KEY, ICEBERG_CATALOG_NAME
+
+    return SqlCatalog(ICEBERG_CATALOG_NAME, uri=f"sqlite:///{lake / ICEBERG_CATALOG_KEY}", warehouse=lake.as_uri())
 
 
 def create_table(catalog, name: str, schema: pa.Schema, partition_fields: Sequence[str]):

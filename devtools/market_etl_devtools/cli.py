@@ -11,7 +11,7 @@ def _demo(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from market_etl_devtools import bench_etl, bench_pipeline, bench_unzip
+    from market_etl_devtools import bench_etl, bench_pipeline, bench_query, bench_unzip
     from market_etl_devtools.mirror import cli as mirror_cli
 
     mirror_cli.register(sub)
@@ -22,11 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="benchmarks: `pipeline` (the default: every stage, written to "
-                                         "benchmarks/results.md), `unzip` and `etl` in detail")
+                                         "benchmarks/results.md), `query` (the query command and read API), "
+                                         "`unzip` and `etl` in detail")
     benchmarks = bench.add_subparsers(dest="benchmark")
     bench_pipeline.register(benchmarks)
     bench_unzip.register(benchmarks)
     bench_etl.register(benchmarks)
+    bench_query.register(benchmarks)
     bench.set_defaults(func=lambda args: _bench_default(benchmarks))
 
 
