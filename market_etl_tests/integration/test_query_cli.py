@@ -85,6 +85,23 @@ def test_the_probe_sees_dagster_when_a_command_loads_it(lake_root, tmp_path):
     assert "dagster" in done.stderr.splitlines()[-1], done.stderr
 
 
+def test_a_named_query_runs_without_sqlglot_once_compiled(lake_root, tmp_path):
+    """The first run compiles the named queries into the cache directory; later runs neither import sqlglot
+    nor parse anything, and print the same result. A damaged cache file is compiled again."""
+    env = _env(lake_root, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    args = ["query", "vwap_1m", "--symbol", "BTCUSDT", "--date", "2025-07-02", "--format", "csv"]
+    probe = IMPORTS_PROBE.format(heavy=("sqlglot",))
+    runs = [subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
+                           timeout=120) for _ in range(2)]
+    assert [r.stderr.splitlines()[-1] for r in runs] == ["LOADED:sqlglot", "LOADED:"]
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.count("\n") > 10
+    (cache,) = (tmp_path / "cache" / "market-etl").iterdir()
+    cache.write_text("{not json")
+    again = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert again.stdout == runs[0].stdout and again.stderr.splitlines()[-1] == "LOADED:sqlglot"
+    assert json.loads(cache.read_text())[0]["duckdb"]
+
+
 def test_stdout_holds_exactly_the_result_and_stderr_one_summary_line(lake_root):
     done = _run(["query", "trades_by_symbol", "--format", "csv"], _env(lake_root))
     assert done.returncode == 0, done.stderr
