@@ -6,7 +6,7 @@
     market-etl query --sql "SELECT count(*) FROM market_data.trades_binance WHERE symbol = :symbol" --symbol ETHUSDT
 
 Locally the SQL runs on DuckDB over the lake's catalog (read-only), on AWS on Athena. Ad-hoc SQL must be
-one read statement (SELECT, WITH, VALUES, EXPLAIN): anything else is refused before any engine sees it.
+one read statement (SELECT, WITH, VALUES, DESCRIBE, EXPLAIN): anything else is refused before any engine sees it.
 Results go to stdout in the --format asked (or, with --output FILE, to FILE: .csv, .json or .parquet);
 the cost line (time, files and bytes scanned) goes to stderr.
 

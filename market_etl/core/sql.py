@@ -286,13 +286,13 @@ def _statement_kinds() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(read statements, nodes that write), from sqlglot's expression classes."""
     from sqlglot import exp
 
-    return ((exp.Query, exp.Values),
+    return ((exp.Query, exp.Values, exp.Describe),
             (exp.DML, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Into, exp.Copy, exp.Set, exp.Use,
              exp.Pragma, exp.TruncateTable, exp.Merge))
 
 
 def require_read_only(sql: str) -> None:
-    """Refuse anything but one read statement (SELECT, WITH ... SELECT, VALUES, or EXPLAIN of one).
+    """Refuse anything but one read statement (SELECT, WITH ... SELECT, VALUES, DESCRIBE, or EXPLAIN of one).
 
     Ad-hoc SQL runs with the caller's credentials on Athena and on the lake's catalog file locally, so
     it is parsed here, before any engine sees it; an engine's own read-only mode is the second line.
@@ -311,7 +311,7 @@ def require_read_only(sql: str) -> None:
         raise SqlRejected(f"expected exactly one SQL statement, got {len(statements)}")
     (statement,) = statements
     if not isinstance(statement, read_statements):
-        raise SqlRejected(f"only read statements may run here (SELECT, WITH, VALUES, EXPLAIN); refused a "
+        raise SqlRejected(f"only read statements may run here (SELECT, WITH, VALUES, DESCRIBE, EXPLAIN); refused a "
                           f"{statement.key.upper()} statement: the lake's tables change only through the pipeline")
     for node in statement.walk():
         if isinstance(node, write_nodes):

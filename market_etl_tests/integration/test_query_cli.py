@@ -168,6 +168,7 @@ READS = [
     "SELECT 1 UNION ALL SELECT 2",
     "EXPLAIN SELECT count(*) FROM market_data.trades_binance",
     "explain analyze select 1",
+    "DESCRIBE market_data.trades_binance",
 ]
 WRITES = [
     "DROP TABLE market_data.trades_binance",
