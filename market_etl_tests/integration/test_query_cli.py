@@ -273,3 +273,34 @@ def test_a_failed_export_leaves_no_file(lake_root, tmp_path):
                 _env(lake_root))
     assert done.returncode == ExitCode.ENGINE_FAILED, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _seed_athena_result(moto_endpoint: str, rows: list[list[str]]) -> None:
+    """moto's Athena answers the next query with these rows (it never runs SQL)."""
+    import requests
+
+    columns = [{"Name": n, "Type": t, "Precision": p, "Scale": s, "Nullable": "UNKNOWN"}
+               for n, t, p, s in [("minute", "timestamp", 3, 0), ("volume", "decimal", 28, 8), ("trades", "bigint", 19, 0)]]
+    result_rows = [{"Data": [{"VarCharValue": c["Name"]} for c in columns]}] + [
+        {"Data": [{"VarCharValue": v} for v in row]} for row in rows]
+    requests.post(f"{moto_endpoint}/moto-api/static/athena/query-results", timeout=10,
+                  json={"region": REGION, "results": [{"rows": result_rows, "column_info": columns}]}).raise_for_status()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".json"])
+def test_output_on_athena_is_written_page_by_page(aws_runtime, moto_endpoint, tmp_path, capsys, suffix):
+    rows = [["2025-07-02 00:05:00.000", "0.15190077", "2"], ["2025-07-02 00:06:00.000", "12345.12345678", "7"]]
+    _seed_athena_result(moto_endpoint, rows)
+    target = tmp_path / f"result{suffix}"
+    assert cli_main(["query", "vwap_1m", "--symbol", "BTCUSDT", "--date", "2025-07-02", "--output", str(target)]) == 0
+    assert "2 rows written" in capsys.readouterr().err
+    if suffix == ".parquet":
+        table = pq.read_table(target)
+        assert str(table.schema.field("volume").type) == "decimal128(28, 8)"
+        assert table.column("volume").to_pylist() == [Decimal("0.15190077"), Decimal("12345.12345678")]
+        assert table.column("trades").to_pylist() == [2, 7]
+    elif suffix == ".csv":
+        assert [r["volume"] for r in csv.DictReader(target.open())] == ["0.15190077", "12345.12345678"]
+    else:
+        assert json.loads(target.read_text())[1] == {"minute": "2025-07-02T00:06:00", "volume": "12345.12345678",
+                                                     "trades": 7}
