@@ -16,12 +16,13 @@ def _init_home(args) -> int:
     return 0
 
 
-#: Subcommands that live in the tooling package (market_etl_devtools), not in what ships to Glue.
+#: Subcommands that live in the tooling package (market_etl_devtools), not in what ships to Glue, with the
+#: help both the tooling's parsers and this module's placeholders show (the tooling loads only when run).
 DEVTOOLS_COMMANDS = {
     "mirror": "generate or serve a local Binance-format archive mirror",
     "demo": "run the pipeline end to end on a generated local mirror",
     "bench": "benchmarks: `pipeline` (the default: every stage, written to benchmarks/results.md), "
-             "`unzip` and `etl` in detail",
+             "`query` (the query command and read API), `unzip` and `etl` in detail",
 }
 #: Loggers shown at INFO by default; everything else (third-party libraries) only from ERROR, unless -v.
 OWN_LOGGERS = ("market_etl", "market_etl_devtools")

@@ -44,7 +44,7 @@ COMMANDS = {
 ENGINE_SECONDS = re.compile(r" in ([0-9.]+) s on ")
 
 
-def build_lake(root: Path) -> None:
+def build_lake(root: Path, trades_per_day: int = TRADES_PER_DAY) -> None:
     """Processed Hive files registered in the DuckDB catalog, and the same trades (partition columns
     inside) committed to the Iceberg table market_data.trades_binance, one snapshot per symbol-month."""
     import duckdb
@@ -73,7 +73,7 @@ def build_lake(root: Path) -> None:
                              + to_microseconds((random() * 86399999999)::BIGINT) AS t,
                              (60000 * (1 + (random() - 0.5) / 50))::DECIMAL(18,8) AS price,
                              pow(10, random() * 5.3 - 4)::DECIMAL(28,8) AS quantity
-                      FROM range(1, {days + 1}) r(d), range({TRADES_PER_DAY}))""")
+                      FROM range(1, {days + 1}) r(d), range({trades_per_day}))""")
             files = []
             for day in range(1, days + 1):
                 processed = root / lake_key(Zone.PROCESSED, partition, day=day)
@@ -135,11 +135,11 @@ def time_api(lake: Path, start: str, end: str, runs: int) -> dict[str, float]:
     return {"median": statistics.median(seconds[1:]), "best": min(seconds[1:]), "rows": rows}
 
 
-def render(commands: dict[str, dict], api: dict[str, dict], runs: int) -> str:
+def render(commands: dict[str, dict], api: dict[str, dict], runs: int, trades_per_day: int) -> str:
     load = os.getloadavg()
     lines = [BEGIN, "## Query command and read API (`market-etl bench query`)", "",
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; demo-sized local lake: {len(SYMBOLS)} symbols x "
-             f"{len(MONTHS)} months x {TRADES_PER_DAY:,} trades a day; {runs} runs each after one warm-up; "
+             f"{len(MONTHS)} months x {trades_per_day:,} trades a day; {runs} runs each after one warm-up; "
              f"load average {load[0]:.2f} at the end (wall times on a loaded machine are longer).", "",
              "| command (a fresh process) | wall median s | best s | CPU s | engine s | before the engine | target |",
              "|---|---|---|---|---|---|---|"]
@@ -165,14 +165,14 @@ def write_section(output: Path, section: str) -> None:
 
 
 def bench_query(workdir: str | os.PathLike = "benchmarks/work", output: str | os.PathLike = "benchmarks/results.md",
-                runs: int = 5) -> str:
+                runs: int = 5, trades_per_day: int = TRADES_PER_DAY) -> str:
     lake = Path(workdir) / "query-lake"
     print(f"bench query: building the demo-sized lake in {lake} ...", flush=True)
-    build_lake(lake)
+    build_lake(lake, trades_per_day)
     commands = {name: time_command(args, lake, runs) for name, args in COMMANDS.items()}
     api = {"one symbol-day (BTCUSDT 2025-07-15)": time_api(lake, "2025-07-15", "2025-07-15", runs),
            "one symbol-month (BTCUSDT 2025-07)": time_api(lake, "2025-07-01", "2025-07-31", runs)}
-    section = render(commands, api, runs)
+    section = render(commands, api, runs, trades_per_day)
     write_section(Path(output), section)
     shutil.rmtree(lake, ignore_errors=True)
     print(section + f"bench query: wrote {output}", flush=True)
@@ -186,4 +186,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workdir", default="benchmarks/work", help="where the lake is built (and removed)")
     parser.add_argument("--output", default="benchmarks/results.md", help="the results file to add the section to")
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each measurement (after one warm-up)")
-    parser.set_defaults(func=lambda args: bench_query(args.workdir, args.output, args.runs) and 0)
+    parser.add_argument("--trades-per-day", type=int, default=TRADES_PER_DAY,
+                        help=f"trades per symbol-day in the generated lake (default {TRADES_PER_DAY:,}: the demo's)")
+    parser.set_defaults(func=lambda args: bench_query(args.workdir, args.output, args.runs, args.trades_per_day) and 0)
