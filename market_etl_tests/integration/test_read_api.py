@@ -200,3 +200,47 @@ def test_the_readme_notebook_section_runs_as_written(local_env, capsys):
     assert namespace["first_version"].num_rows == 3 * 150
     out = capsys.readouterr().out
     assert "450 decimal128(18, 8)" in out and "DOGEUSDT has nothing published" in out
+
+
+def test_the_same_call_reads_glue_and_s3_on_the_aws_runtime(moto_endpoint, s3_bucket, tmp_path, monkeypatch):
+    """aws runtime: the Iceberg table in the Glue Data Catalog, its files in S3 (moto's server for both);
+    `read.trades` is called exactly as locally, the endpoints coming from the environment."""
+    import boto3
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    from market_etl_tests.iceberg_fixtures import trades_table_rows
+
+    props = {"glue.endpoint": moto_endpoint, "glue.region": "us-east-1", "s3.endpoint": moto_endpoint,
+             "s3.region": "us-east-1"}
+    writer = GlueCatalog("market_etl", **props)
+    writer.create_namespace_if_not_exists("market_data")
+    name = "market_data.trades_binance"
+    if writer.table_exists(name):
+        writer.drop_table(name)
+    table = writer.create_table(name, schema=TRADES_SCHEMA, location=f"s3://{s3_bucket}/market_data/trades_binance")
+    with table.update_spec() as spec:
+        for field in ("year", "month", "day", "symbol"):
+            spec.add_identity(field)
+    table = writer.load_table(name)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    trades = generate_trades(BTC, [1, 2], 40, seed=3)
+    paths = []
+    for day, rows in trades_table_rows(BTC, trades).items():
+        local = tmp_path / f"{day}.parquet"
+        pq.write_table(rows, local)
+        key = f"market_data/trades_binance/data/year=2025/month=7/day={day}/symbol=BTCUSDT/part.parquet"
+        s3.upload_file(str(local), s3_bucket, key)
+        paths.append(f"s3://{s3_bucket}/{key}")
+    table.add_files(paths)
+
+    monkeypatch.setenv("MARKET_ETL_RUNTIME", "aws")
+    monkeypatch.setenv("MARKET_ETL_LAKE", f"s3://{s3_bucket}/")
+    monkeypatch.setenv("MARKET_ETL_S3_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", moto_endpoint)
+    try:
+        got = read.trades("BTCUSDT", "2025-07-02")
+    finally:
+        writer.drop_table(name)  # moto's Glue lives as long as the test process
+    day_two = [t for t in trades if t.day == 2]
+    assert _rows(got) == sorted((t.trade_id, t.price, t.quantity, t.quote_qty, t.trade_time.replace(tzinfo=None),
+                                 t.is_buyer_maker, t.is_best_match) for t in day_two)
