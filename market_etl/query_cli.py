@@ -36,7 +36,7 @@ from market_etl.core.sql import (
     load_queries,
     parameters_for,
 )
-from market_etl.lake.query_engine import export_format
+from market_etl.lake.query_engine import export_format, json_value
 
 # The original design's three sample queries, which `make demo` prints at the end.
 DEMO_QUERIES = ("trades_by_symbol", "vwap_1m", "order_flow_by_symbol")
@@ -84,24 +84,15 @@ def describe_cost(result: QueryResult) -> str:
     return "; ".join(parts)
 
 
-def _json_value(value: Any) -> Any:
-    """Exact decimals as strings (JSON numbers would round them), times in ISO 8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    return value
-
-
 def write_result(result: QueryResult, fmt: str, out: TextIO, max_rows: int | None = None) -> None:
     if fmt == "table":
         out.write(format_table(result, max_rows) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(result.columns)
-        writer.writerows([[_json_value(v) for v in row] for row in result.rows])
+        writer.writerows([[json_value(v) for v in row] for row in result.rows])
     elif fmt == "json":
-        json.dump([{c: _json_value(v) for c, v in zip(result.columns, row)} for row in result.rows], out, indent=1)
+        json.dump([{c: json_value(v) for c, v in zip(result.columns, row)} for row in result.rows], out, indent=1)
         out.write("\n")
     else:
         raise QueryError(f"unknown format {fmt!r}: expected table, csv or json")
@@ -153,7 +144,11 @@ def run_query_command(args: argparse.Namespace) -> int:
             export_format(args.output)  # a bad extension is a usage error before any engine runs
         query = bind(get_query(args.name) if args.name else args.sql,
                      parameters_for(symbol=args.symbol, date=args.date, month=args.month))
-        engine = build_query_engine(Settings.from_env())
+        try:
+            settings = Settings.from_env()
+        except ValueError as error:
+            raise QueryError(f"configuration: {error}") from error
+        engine = build_query_engine(settings)
         if args.output:
             exported = engine.export(query, args.output)
             err.write(f"({exported.rows} rows written to {exported.path} as {exported.format}, "

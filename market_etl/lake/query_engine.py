@@ -179,7 +179,7 @@ def athena_arrow_type(type_code: str, precision: int | None, scale: int | None):
     return simple.get(type_code, pa.string())
 
 
-def _text(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """Exact decimals as strings (JSON numbers would round them), times in ISO 8601."""
     if isinstance(value, Decimal):
         return str(value)
@@ -205,13 +205,14 @@ def write_rows(path: Path, fmt: str, columns: list[str], arrow_types: list, page
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(columns)
             for page in pages:
-                writer.writerows([[_text(v) for v in row] for row in page])
+                writer.writerows([[json_value(v) for v in row] for row in page])
                 rows += len(page)
         else:
             out.write("[")
             for page in pages:
                 for row in page:
-                    out.write(("," if rows else "") + "\n" + json.dumps({c: _text(v) for c, v in zip(columns, row)}))
+                    record = {c: json_value(v) for c, v in zip(columns, row)}
+                    out.write(("," if rows else "") + "\n" + json.dumps(record))
                     rows += 1
             out.write("\n]\n")
     return rows
