@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,10 @@ from market_etl.core.sql import BoundQuery, QueryEngineFailed, QueryError, Query
 
 #: --output FILE: the format follows the extension.
 EXPORT_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}
+#: DuckDB's memory for an export. COPY streams, except that keeping the order of rows a query did not order
+#: buffers output without bound (and cannot spill), so exports drop that order: a query's ORDER BY still
+#: holds. Past the limit DuckDB spills to a temporary directory instead of growing (a large sort does).
+EXPORT_MEMORY_LIMIT = "256MB"
 
 
 class CatalogNotFound(CatalogError):
@@ -150,6 +155,9 @@ class DuckDBQueryEngine:
         con = self.connect()
         started = time.perf_counter()
         try:
+            con.execute(f"SET memory_limit = {sql_string(EXPORT_MEMORY_LIMIT)}")
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(f"SET temp_directory = {sql_string(str(Path(tempfile.gettempdir()) / 'market-etl-spill'))}")
             with _replaced_atomically(path) as temp:
                 (rows,) = con.execute(f"COPY ({sql}) TO {sql_string(str(temp))} ({options})", parameters).fetchone()
         except duckdb.Error as err:

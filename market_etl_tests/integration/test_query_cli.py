@@ -308,3 +308,31 @@ def test_output_on_athena_is_written_page_by_page(aws_runtime, moto_endpoint, tm
     else:
         assert json.loads(target.read_text())[1] == {"minute": "2025-07-02T00:06:00", "volume": "12345.12345678",
                                                      "trades": 7}
+
+
+PEAK_PROBE = """
+import sys
+from market_etl.cli import main
+from market_etl.core.memory import peak_rss_bytes
+code = main(sys.argv[1:])
+print(f"PEAK:{code}:{peak_rss_bytes()}", file=sys.stderr)
+"""
+BIG_ROWS = 800 * 5000  # the lake's 800 trades, each 5,000 times
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_large_export_never_holds_the_result(lake_root, tmp_path, suffix):
+    """4M rows: as Python rows the result alone would take ~500 MB; the export process peaks far below."""
+    target = tmp_path / f"big{suffix}"
+    sql = ("SELECT a.trade_id, a.price, a.trade_time, x FROM market_data.trades_binance a "
+           "CROSS JOIN UNNEST(sequence(1, 5000)) AS t(x)")
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE, "query", "--sql", sql, "--output", str(target)],
+                          env=_env(lake_root), capture_output=True, text=True, timeout=300)
+    code, peak = done.stderr.splitlines()[-1].removeprefix("PEAK:").split(":")
+    assert code == "0", done.stderr
+    assert f"{BIG_ROWS} rows written" in done.stderr
+    if suffix == ".parquet":
+        assert pq.ParquetFile(target).metadata.num_rows == BIG_ROWS
+    else:
+        assert sum(1 for _ in target.open()) == BIG_ROWS + 1
+    assert int(peak) < 250 * 2**20, f"peak RSS {int(peak) / 2**20:.0f} MiB"
