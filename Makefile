@@ -29,10 +29,12 @@ test: setup
 test-e2e: setup
 	$(BIN)/python -m pytest -m slow
 
-# The whole pipeline on a generated 30M-trade month, stage by stage, written to benchmarks/results.md.
+# The whole pipeline on a generated 30M-trade month, stage by stage, written to benchmarks/results.md, then the
+# query command's and the read API's times on a demo-sized lake as a section of the same file.
 # Other sizes or places: make bench BENCH_ARGS="--rows 3000000 --output /tmp/results.md"
 bench: setup
 	$(BIN)/market-etl bench pipeline $(BENCH_ARGS)
+	$(BIN)/market-etl bench query
 
 clean:
 	rm -rf $(VENV) data .dagster_home

@@ -1,4 +1,7 @@
-"""The SQL engine: DuckDB over the local lake, Athena (plus the Glue catalog) on AWS. Same calls, either runtime.
+"""The SQL engine as a Dagster resource: DuckDB over the local lake, Athena (plus the Glue catalog) on AWS.
+
+Queries run through the Dagster-free readers of `market_etl.lake.query_engine` (what the `query` command
+uses); this module adds what the pipeline needs on top: registering partitions, writing analytics.
 
 - `query(BoundQuery)` runs Athena-dialect SQL and reports rows, seconds, files and bytes scanned.
 - `register_trades_partition(partition)` makes a checked symbol-month queryable as market_data.trades_binance.
@@ -6,12 +9,9 @@
   stores it as Parquet in the analytics zone, registered as market_data.<dataset>.
 """
 
-import contextlib
-import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +33,12 @@ from market_etl.core.catalog import (
     sql_string,
 )
 from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id
-from market_etl.core.sql import BoundQuery, QueryError, QueryResult, bind, get_query, partition_parameters
+from market_etl.core.sql import BoundQuery, QueryResult, bind, get_query, partition_parameters
 from market_etl.lake import Lake, LocalLake, open_lake
+from market_etl.lake.query_engine import AthenaQueryEngine, DuckDBQueryEngine
 from market_etl.settings import Settings
 
 ANALYTICS_FILE = "part-00000.snappy.parquet"
-
-
-class CatalogNotFound(CatalogError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -57,25 +54,6 @@ class AnalyticsOutput:
     def metadata(self) -> dict[str, object]:
         return {"uri": self.uri, "rows": self.rows, "bytes": self.bytes, "seconds": round(self.seconds, 3),
                 "rows_per_second": round(self.rows / self.seconds) if self.seconds else None, **self.details}
-
-
-def _table_scans(node: dict):
-    if node.get("type") == "TABLE_SCAN":
-        yield node.get("extra_info", {})
-    for child in node.get("children", []):
-        yield from _table_scans(child)
-
-
-def scan_statistics(profile: dict) -> tuple[int, int, int]:
-    """(files read, files considered, bytes read) from DuckDB's JSON profile of one query."""
-    read, considered = 0, 0
-    for op in profile.get("operator", []):
-        for info in _table_scans(op):
-            files_read = int(info.get("Total Files Read", 0))
-            read += files_read
-            # "Scanning Files: 1/6" is present when filters pruned files; otherwise every file was read.
-            considered += int(info["Scanning Files"].split("/")[1]) if "Scanning Files" in info else files_read
-    return read, considered, int(profile.get("io", {}).get("total_bytes_read", 0))
 
 
 class SqlEngine(dg.ConfigurableResource):
@@ -112,38 +90,10 @@ class DuckDBSqlEngine(SqlEngine):
         return self._lake().path(CATALOG_DB_KEY)
 
     def _connect(self):
-        """A read-only connection: queries never change the catalog, and never wait for a writer."""
-        import duckdb
-
-        if not self.database_path.is_file():
-            raise CatalogNotFound(
-                f"no catalog at {self.database_path}: materialise market_data/trades_binance first (e.g. `make demo`)")
-        con = duckdb.connect(str(self.database_path), read_only=True)
-        con.execute("SET TimeZone = 'UTC'")
-        # Top-N "late materialisation" scans a table twice; off, every table reference is one scan, so the
-        # reported files-scanned count means what it says (no measurable cost at these row widths).
-        con.execute("SET late_materialization_max_rows = 0")
-        return con
+        return DuckDBQueryEngine(self.database_path).connect()
 
     def query(self, query: BoundQuery) -> QueryResult:
-        import duckdb
-
-        sql, parameters = query.for_duckdb()
-        con = self._connect()
-        try:
-            con.execute("PRAGMA enable_profiling = 'no_output'")
-            started = time.perf_counter()
-            cursor = con.execute(sql, parameters)
-            rows = cursor.fetchall()
-            seconds = time.perf_counter() - started
-            columns = [d[0] for d in cursor.description]
-            files, files_total, scanned = scan_statistics(json.loads(con.get_profiling_information(format="json")))
-        except duckdb.Error as err:
-            raise QueryError(f"DuckDB could not run {query.label}: {err}\n(translated SQL: {sql})") from err
-        finally:
-            con.close()
-        return QueryResult(columns=columns, rows=rows, seconds=seconds, engine="duckdb", files_scanned=files,
-                           files_total=files_total, bytes_scanned=scanned)
+        return DuckDBQueryEngine(self.database_path).query(query)
 
     def register_trades_partition(self, partition: TradePartition) -> dict[str, object]:
         lake = self._lake()
@@ -238,23 +188,13 @@ class AthenaSqlEngine(SqlEngine):
     database: str = DATABASE
     poll_interval_seconds: float = 1.0
 
-    @contextlib.contextmanager
-    def _executed(self, sql: str, parameters: list[str], label: str) -> Iterator:
-        """A pyathena cursor whose statement has run to completion in the workgroup; errors as QueryError."""
-        from pyathena import connect
-        from pyathena.error import Error as AthenaError
+    def _reader(self) -> AthenaQueryEngine:
+        return AthenaQueryEngine(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir, region=self.region,
+                                 endpoint_url=self.endpoint_url, database=self.database,
+                                 poll_interval_seconds=self.poll_interval_seconds)
 
-        connection = connect(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir,
-                             region_name=self.region, endpoint_url=self.endpoint_url, schema_name=self.database,
-                             poll_interval=self.poll_interval_seconds)
-        try:
-            cursor = connection.cursor()
-            cursor.execute(sql, parameters or None, paramstyle="qmark")
-            yield cursor
-        except AthenaError as err:
-            raise QueryError(f"Athena could not run {label}: {err}") from err
-        finally:
-            connection.close()
+    def _executed(self, sql: str, parameters: list[str], label: str):
+        return self._reader().executed(sql, parameters, label)
 
     def _glue(self):
         import boto3
@@ -265,14 +205,7 @@ class AthenaSqlEngine(SqlEngine):
         return open_lake(self.lake_url, s3_endpoint_url=self.s3_endpoint_url, region=self.region)
 
     def query(self, query: BoundQuery) -> QueryResult:
-        sql, parameters = query.for_athena()
-        started = time.perf_counter()
-        with self._executed(sql, parameters, query.label) as cursor:
-            rows = [tuple(row) for row in cursor.fetchall()]
-            seconds = time.perf_counter() - started
-            columns = [d[0] for d in cursor.description or []]
-            scanned = cursor.data_scanned_in_bytes
-        return QueryResult(columns=columns, rows=rows, seconds=seconds, engine="athena", bytes_scanned=scanned)
+        return self._reader().query(query)
 
     def register_trades_partition(self, partition: TradePartition) -> dict[str, object]:
         lake = self._lake()
