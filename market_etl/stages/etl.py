@@ -449,9 +449,13 @@ def main(argv=None) -> None:
     with open_stage_pipes(argv) as pipes:
         result = run_stage(args)
         m = result.metadata
-        pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
-                       f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
-                       f"duplicates removed in {m['etl_seconds']}s by {m['engine']} ({m['rows_per_second']:,} rows/s)")
+        if m.get("status") == "up to date":
+            pipes.log.info(f"{args.partition}: up to date ({m['skipped_because']}); skipped")
+        else:
+            pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
+                           f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
+                           f"duplicates removed in {m['etl_seconds']}s by {m['engine']} "
+                           f"({m['rows_per_second']:,} rows/s)")
         pipes.report_asset_materialization(metadata=pipes_metadata(m), data_version=result.data_version)
         for check in result.checks:
             pipes.report_asset_check(check.name, passed=check.passed, severity=check.severity,

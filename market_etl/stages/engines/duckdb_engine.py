@@ -257,6 +257,10 @@ class DuckDBEngine:
         finally:
             con.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
+            try:  # the partition's temp directory, unless another run is using it
+                self.workdir.parent.rmdir()
+            except OSError:
+                pass
 
     def _run(self, con, reject_tolerance: float):
         partition, clock = self.partition, time.perf_counter()
@@ -397,24 +401,66 @@ def write_manifest(lake: Lake, staged: StagedVersion) -> str:
     return key
 
 
-def workdir_key(partition: TradePartition) -> str:
-    return f"{lake_key(Zone.TEMP, partition)}/duckdb"
+def workdir_key(partition: TradePartition, run_id: str) -> str:
+    """The run's own scratch directory (spilled data): two runs of one partition never share one."""
+    return f"{lake_key(Zone.TEMP, partition)}/duckdb-{run_id}"
+
+
+def last_build_key(partition: TradePartition) -> str:
+    """Where the last build of a partition is recorded (a sidecar beside its staged manifests)."""
+    return staged_manifest_key(partition, new_run_id()).rsplit("/", 1)[0] + "/last-build"
+
+
+def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
+    """The last build's result when nothing changed since: the same data version (source archive sha256 and
+    TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None."""
+    from market_etl.core.checks import CheckOutcome
+    from market_etl.stages.etl import EtlResult, Paths, data_version
+
+    current = data_version(lake, Paths.of(partition).source)
+    last = lake.read_meta(last_build_key(partition)) or {}
+    if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
+        return None
+    manifest = last.get("manifest")
+    if not manifest or not lake.exists(manifest):
+        return None
+    staged = StagedVersion.from_json(lake.get_bytes(manifest))
+    if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
+        return None
+    metadata = {**last["metadata"], "status": "up to date",
+                "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
+    checks = [CheckOutcome(**c) for c in last["checks"]]
+    return EtlResult(partition, metadata, checks, current)
+
+
+def record_build(lake: Lake, result, reject_tolerance: float) -> None:
+    lake.write_meta(last_build_key(result.partition), {
+        "data_version": result.data_version, "reject_tolerance": reject_tolerance,
+        "manifest": staged_manifest_key(result.partition, result.metadata["run_id"]),
+        "metadata": result.metadata,
+        "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "metadata": c.metadata}
+                   for c in result.checks],
+    })
 
 
 def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
-                   run_id: str | None = None, threads: int | None = None):
+                   run_id: str | None = None, threads: int | None = None, force: bool = False):
     """The whole stage for one partition on DuckDB: staged files + manifest, the stage's metadata and checks.
 
-    Raises SchemaDrift / SourceError / UpstreamMissing as the Spark engine does; nothing is committed
-    (the publish step commits the manifest's files when its blocking checks passed).
+    Skips (metadata `status` "up to date", with the reason) when `up_to_date` finds nothing changed, unless
+    `force`. Raises SchemaDrift / SourceError / UpstreamMissing as the Spark engine does; nothing is
+    committed (the publish step commits the manifest's files when its blocking checks passed).
     """
     from market_etl.stages.etl import TRANSFORM_VERSION, EtlResult, Paths, data_version, preflight
 
+    if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
+        return previous
     started = time.perf_counter()
     paths = Paths.of(partition)
     layout = preflight(lake, partition)
-    engine = DuckDBEngine(partition, lake, layout, source_key=paths.source, workdir_key=workdir_key(partition),
-                          run_id=run_id, threads=threads)
+    run_id = run_id or new_run_id()
+    engine = DuckDBEngine(partition, lake, layout, source_key=paths.source,
+                          workdir_key=workdir_key(partition, run_id), run_id=run_id, threads=threads)
     staged, counts, checks = engine.run(reject_tolerance)
     staged = StagedVersion(**{**staged.__dict__, "transform_version": TRANSFORM_VERSION})
     manifest = write_manifest(lake, staged)
@@ -445,9 +491,13 @@ def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: f
         "phase_seconds": engine.phases,
         "phase_cpu_seconds": engine.phase_cpu,
         "rows_per_second": round(staged.rows_in / seconds) if seconds else 0,
+        "status": "built",
         "run_id": staged.run_id,
         "staged_manifest": lake.uri(manifest),
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if staged.rows_rejected else None,
     }
-    return EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    result = EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    if result.data_version is not None:
+        record_build(lake, result, reject_tolerance)
+    return result
