@@ -101,3 +101,19 @@ def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, 
     for chunk in (1, 2, 3, 1 << 20):
         monkeypatch.setattr(duckdb_engine, "BLANK_SCAN_CHUNK", chunk)
         assert count_blank_lines(path) == blanks, chunk
+
+
+def test_the_local_catalog_registers_files_that_carry_their_partition_columns(lake, tmp_path):
+    import duckdb
+
+    from market_etl.core.catalog import TRADES, CatalogFile, register_partition_files
+
+    staged = StagedVersion.from_json(lake.get_bytes(
+        run_duckdb_etl(JULY, lake).metadata["staged_manifest"].removeprefix(str(lake.root) + "/")))
+    files = [CatalogFile(str(lake.path(f.key)), f.bytes, day=int(f.key.split("/day=")[1].split("/")[0]))
+             for f in staged.trades_files]
+    registration = register_partition_files(tmp_path / "catalog.duckdb", TRADES, JULY, files)
+    assert registration.rows == 59
+    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*), min(day), max(day), min(symbol) FROM market_data.trades_binance "
+                           "WHERE year = 2025 AND month = 7").fetchone() == (59, 1, 3, "BTCUSDT")
