@@ -248,3 +248,24 @@ def test_both_engines_refuse_the_same_sources_with_the_same_error(case, spark, t
     assert (type(by_duckdb.value), str(by_duckdb.value).replace(str(duck_lake.root), "<lake>")) == \
         (type(by_spark.value), str(by_spark.value).replace(str(spark_lake.root), "<lake>"))
     assert not list(duck_lake.list(lake_key(Zone.PROCESSED) + "/"))
+
+
+def test_both_engines_agree_inside_a_dagster_run_with_the_session_of_pysparkresource(spark, tmp_path):
+    """dagster-pyspark's PySparkResource hands the Spark engine its session inside a Dagster run (here the
+    test session's: getOrCreate), the way an in-process Spark step gets one; the DuckDB engine runs beside it."""
+    import dagster as dg
+    from dagster_pyspark import PySparkResource
+
+    spark_lake, duck_lake = lakes_with(generated(Defects(duplicates=2, bad_values=3, header=True))(tmp_path), tmp_path)
+
+    @dg.asset
+    def engines_compared(pyspark: PySparkResource) -> dict:
+        by_spark = run_etl(pyspark.spark_session, JULY, spark_lake)
+        by_duckdb = run_duckdb_etl(JULY, duck_lake)
+        return {"spark": [by_spark.metadata[k] for k in COMPARED_METADATA], "same_checks":
+                checks(by_spark) == checks(by_duckdb), "duckdb": [by_duckdb.metadata[k] for k in COMPARED_METADATA]}
+
+    result = dg.materialize([engines_compared], resources={"pyspark": PySparkResource(spark_config={})})
+    compared = result.output_for_node("engines_compared")
+    assert compared["spark"] == compared["duckdb"] and compared["same_checks"]
+    assert rejected(duck_lake) == rejected(spark_lake)
