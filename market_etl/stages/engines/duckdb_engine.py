@@ -15,8 +15,8 @@ Parsing reproduces the Spark engine's, value for value, because the Spark engine
   plain by the long rule or by the pattern, then cast; a cast that would round or overflow gives null.
   DuckDB's decimal cast rounds extra places and accepts exponents: it never sees such text.
 
-One scan of the CSV fills a DuckDB table (on disk in the temp zone, so a month never needs to fit in
-memory) with every row's typed values and rule; the rest are queries over it: the quarantine, the
+One scan of the CSV fills an in-memory DuckDB table (spilling to the run's directory in the temp zone
+beyond the memory limit) with every row's typed values and rule; the rest are queries over it: the quarantine, the
 counts, the id layout (runs of consecutive ids, `core.rules.analyse_segments`, as Spark), the dedupe
 and one Parquet file per day sorted by trade time, written with pyarrow so the physical and logical
 types are exactly Spark's (DuckDB's own writer stores decimal(28,8) in 16 bytes and annotates ints).
