@@ -6,7 +6,8 @@ in the work directory; generation is timed but is not a stage. Into a fresh loca
 
 1. download: from a loopback `MirrorServer` into the raw zone, sha256 checked against the .CHECKSUM
 2. unzip: raw -> raw_unzipped
-3. ETL: the Spark stage, then the DuckDB reference of `bench_etl` on the same CSV in the same run
+3. ETL: the stage with its default (DuckDB) engine, with the Spark engine, then the bare DuckDB and Polars
+   references of `bench_etl` on the same CSV in the same run
 4. catalog: register the processed files as market_data.trades_binance; analytics: ohlcv_1m, daily_trade_stats
 5. query: the minute VWAP (`vwap_1m`) of one day, as `market-etl query` runs it
 
@@ -53,8 +54,13 @@ ANALYTICS = ("ohlcv_1m", "daily_trade_stats")
 #: The original design's figures and the targets of the unzip (3) and ETL (4) issues.
 DESIGN_ROWS, DESIGN_SECONDS, DESIGN_VCPUS = 632_046_300, 18 * 60, 40
 DESIGN_ROWS_PER_HOUR = 350e6
-UNZIP_TARGET_MB_S, UNZIP_PREVIOUS_MB_S, UNZIP_TARGET_RSS_MIB = 400, 361, 64
-ETL_TARGET_ROWS_S, ETL_TARGET_RSS_MB = 400_000, 4000
+UNZIP_TARGET_MB_S, UNZIP_PREVIOUS_MB_S, UNZIP_TARGET_RSS_MIB = 500, 361, 64
+#: Issue 13: the default (DuckDB) engine end to end, its share of the fastest bare engine, its memory; Spark's floor.
+ETL_TARGET_ROWS_S, ETL_TARGET_SHARE_OF_BARE, ETL_TARGET_RSS_MB = 1_200_000, 0.5, 3000
+SPARK_TARGET_ROWS_S = 350_000
+ETL_NAME = "ETL (stage, DuckDB engine: the local default)"
+SPARK_NAME = "ETL (stage, Spark engine)"
+BARE_NAMES = ("ETL reference (bare DuckDB, same CSV)", "ETL reference (bare Polars, same CSV)")
 
 
 @dataclass(frozen=True)
@@ -236,13 +242,15 @@ def run_stages(month: Month, lake_root: Path) -> list[StageResult]:
                                   r["work_seconds"]))
     _report(2, results[-1], f" ({csv_mb / r['work_seconds']:,.0f} MB/s of CSV in the stage's own time)")
 
-    for engine, name in (("stage", "ETL (Spark stage)"), ("duckdb", "ETL reference (DuckDB, same CSV)")):
+    for engine, name in (("engine", ETL_NAME), ("stage", SPARK_NAME), ("duckdb", BARE_NAMES[0]),
+                         ("polars", BARE_NAMES[1])):
         r = run_engine(engine, lake_root, month.rows)  # checks rows written = source rows
-        spark_seconds = r["detail"].get("spark_s")
+        engine_seconds = r["detail"].get("etl_s")
         results.append(_process_stage(name, r, month.rows, "rows/s", f"{r['rows_out']:,} rows written",
-                                      spark_seconds))
+                                      engine_seconds))
         _report(3, results[-1], f" {r['detail']}" if r["detail"] else "")
     shutil.rmtree(lake_root / "duckdb-reference", ignore_errors=True)
+    shutil.rmtree(lake_root / "polars-reference", ignore_errors=True)
 
     r = _stage_child("catalog", lake_root)
     _expect("rows registered", r["rows"], month.rows)
@@ -293,7 +301,7 @@ def java_version() -> str:
 
 def describe_machine() -> dict[str, str]:
     mem_total = _field("/proc/meminfo", "MemTotal:", ":")
-    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("pyspark", "duckdb"))
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("pyspark", "duckdb", "polars"))
     return {
         "CPU": _field("/proc/cpuinfo", "model name", ":") or platform.processor() or "unknown",
         "cores": str(os.cpu_count()),
@@ -325,10 +333,13 @@ def render_results(month: Month, results: list[StageResult], machine: dict[str, 
                    started: dt.datetime) -> str:
     """benchmarks/results.md: the machine, the input, the stage table, the comparisons."""
     by_stage = {r.stage: r for r in results}
-    etl, duckdb = by_stage["ETL (Spark stage)"], by_stage["ETL reference (DuckDB, same CSV)"]
+    etl, spark = by_stage[ETL_NAME], by_stage[SPARK_NAME]
+    bare = [by_stage[name] for name in BARE_NAMES]
+    fastest = max(bare, key=lambda r: r.rate)
+    share = etl.rate / fastest.rate
     unzip = by_stage["unzip"]
     query = next(r for r in results if r.stage.startswith("query"))
-    pipeline = [r for r in results if r is not duckdb]
+    pipeline = [r for r in results if r is not spark and r not in bare]
     total = sum(r.seconds for r in pipeline)
     cores = os.cpu_count() or 1
     judged = month.rows >= 0.99 * DEFAULT_ROWS
@@ -364,18 +375,20 @@ def render_results(month: Month, results: list[StageResult], machine: dict[str, 
         "rates are trades read per second. Peak RSS is each child's VmHWM (MB = 10^6 bytes), the JVM's added for "
         "Spark; for the SQL steps it includes Dagster's imports, as in the run process.",
         "",
-        f"Pipeline total (download to query, DuckDB reference excluded): {total:,.1f} s, "
-        f"{rows_per_hour} rows/hour.",
+        f"Pipeline total (download to query with the default engine; the Spark engine and the bare references "
+        f"excluded): {total:,.1f} s, {rows_per_hour} rows/hour; at that rate the original design's "
+        f"{DESIGN_ROWS / 1e6:,.0f}M rows take {DESIGN_ROWS / month.rows * total / 60:,.1f} min on this machine "
+        f"({cores} cores) vs ~{DESIGN_SECONDS / 60:.0f} min on {DESIGN_VCPUS} vCPU.",
         "",
-        f"ETL stage vs DuckDB reference, same CSV, same run: {etl.rate:,.0f} vs {duckdb.rate:,.0f} rows/s end to end "
-        f"= {etl.rate / duckdb.rate:.2f} (DuckDB {duckdb.rate / etl.rate:.1f}x faster; it has no quarantine, id "
-        "checks or staged swap).",
+        f"ETL stage (DuckDB engine) vs the fastest bare engine ({fastest.stage}), same CSV, same run: "
+        f"{etl.rate:,.0f} vs {fastest.rate:,.0f} rows/s end to end = {share:.2f} (the bare engines have no "
+        f"quarantine, id checks, exact-text validation or staged manifest). Spark engine: {spark.rate:,.0f} rows/s.",
         "",
         "## Against the original design and the targets",
         "",
         "| | original design (AWS) | this run |",
         "|---|---|---|",
-        f"| Spark ETL | {DESIGN_ROWS:,} rows in ~18 min on 10 Glue G.1X workers ({DESIGN_VCPUS} vCPU): "
+        f"| ETL | {DESIGN_ROWS:,} rows in ~18 min on 10 Glue G.1X workers ({DESIGN_VCPUS} vCPU): "
         f"~{DESIGN_ROWS / DESIGN_SECONDS / 1e3:,.0f}k rows/s, "
         f"~{DESIGN_ROWS / DESIGN_SECONDS / DESIGN_VCPUS / 1e3:.1f}k rows/s per vCPU | "
         f"{etl.rate:,.0f} rows/s on {cores} cores, {etl.rate / cores:,.0f} rows/s per core |",
@@ -389,10 +402,14 @@ def render_results(month: Month, results: list[StageResult], machine: dict[str, 
         f"counting process start | {_verdict(unzip_work_rate >= UNZIP_TARGET_MB_S, judged)} |",
         f"| unzip: peak RSS < {UNZIP_TARGET_RSS_MIB} MiB (issue 3) | {unzip_rss_mib:,.1f} MiB | "
         f"{_verdict(unzip_rss_mib < UNZIP_TARGET_RSS_MIB, judged)} |",
-        f"| ETL: >= {ETL_TARGET_ROWS_S / 1e3:,.0f}k rows/s end to end, JVM start included (issue 4) | "
-        f"{etl.rate:,.0f} rows/s | {_verdict(etl.rate >= ETL_TARGET_ROWS_S, judged)} |",
-        f"| ETL: peak RSS < {ETL_TARGET_RSS_MB / 1e3:.0f} GB, JVM included (issue 4) | {etl.peak_rss_mb:,.0f} MB | "
-        f"{_verdict(etl.peak_rss_mb < ETL_TARGET_RSS_MB, judged)} |",
+        f"| ETL, default engine: >= {ETL_TARGET_ROWS_S / 1e6:,.1f}M rows/s end to end, process start included "
+        f"(issue 13) | {etl.rate:,.0f} rows/s | {_verdict(etl.rate >= ETL_TARGET_ROWS_S, judged)} |",
+        f"| ETL, default engine: >= {ETL_TARGET_SHARE_OF_BARE} of the fastest bare engine (issue 13) | {share:.2f} | "
+        f"{_verdict(share >= ETL_TARGET_SHARE_OF_BARE, judged)} |",
+        f"| ETL, default engine: peak RSS <= {ETL_TARGET_RSS_MB / 1e3:.0f} GB (issue 13) | {etl.peak_rss_mb:,.0f} MB | "
+        f"{_verdict(etl.peak_rss_mb <= ETL_TARGET_RSS_MB, judged)} |",
+        f"| ETL, Spark engine: >= {SPARK_TARGET_ROWS_S / 1e3:,.0f}k rows/s end to end, JVM start included (issue 13) "
+        f"| {spark.rate:,.0f} rows/s | {_verdict(spark.rate >= SPARK_TARGET_ROWS_S, judged)} |",
         "",
     ]
     return "\n".join(lines)

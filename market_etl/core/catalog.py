@@ -295,7 +295,13 @@ def _validate_schema(con, table: CatalogTable, paths: Sequence[str]) -> None:
                 hint = (" (write UTC instants as TIMESTAMP_MICROS: Spark TimestampType with "
                         "spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS)" if column == "trade_time" else "")
                 raise SchemaMismatch(f"{path}: column {column} is {actual or 'missing'}, expected {expected}{hint}")
-        extra = sorted(set(columns) - set(table.expected_parquet))
+        # Files may carry their own partition columns (the write-audit-publish files do), typed as the keys.
+        partition_types = {key: _duckdb_type(kind) for key, kind in table.partition_keys}
+        for column in sorted(set(columns) & set(partition_types)):
+            if columns[column] != partition_types[column]:
+                raise SchemaMismatch(f"{path}: partition column {column} is {columns[column]}, "
+                                     f"expected {partition_types[column]}")
+        extra = sorted(set(columns) - set(table.expected_parquet) - set(partition_types))
         if extra:
             raise SchemaMismatch(f"{path}: unexpected columns {extra}; expected {sorted(table.expected_parquet)}")
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from market_etl.core.trades import RULES, IdLayout, rules_of_check
+from market_etl.core.rules import RULES, IdLayout, rules_of_check
 
 MAX_LISTED = 10  # offending ids, gaps and sample lines listed in a check's metadata
 

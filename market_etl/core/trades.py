@@ -7,12 +7,12 @@ in-memory frames with the session they share.
 Parsing works on the raw text lines (`spark.read.text`): one pass, the original line kept for the
 quarantine, and no CSV parser (Spark's is ~2x slower than splitting these simple lines). Rows go
 through `RULES` in order; the first rule a row breaks names its `rule` and `reason`, every other row
-is valid. The same list drives the quarantine, the counts in the metadata and the asset checks.
+is valid. The rules themselves (and everything that needs no Spark) are declared once in
+`market_etl.core.rules`, which every engine compiles; this module is the Spark engine's half.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
@@ -20,11 +20,32 @@ from pyspark.sql import types as T
 
 from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
 from market_etl.core.keys import TradePartition
+from market_etl.core.rules import (  # noqa: F401  (re-exported: the Spark engine's callers import them here)
+    FALSE_TEXTS,
+    MICROS_PER_DAY,
+    PRICE_PRECISION,
+    QUANTITY_PRECISION,
+    RULES,
+    SCALE,
+    SOURCE_COLUMNS,
+    TIME_UNIT_DIGITS,
+    TRUE_TEXTS,
+    Gap,
+    IdLayout,
+    MonthBounds,
+    Rule,
+    SchemaDrift,
+    SourceError,
+    SourceLayout,
+    analyse_segments,
+    rule_case_sql,
+    rules_of_check,
+    source_layout,
+    time_unit_of,
+)
 
 # ---------------------------------------------------------------- schemas
 
-#: The spot trades CSV, in file order (docs/binance-files.md); also the header names when a file has one.
-SOURCE_COLUMNS: tuple[str, ...] = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match")
 #: The source fields as the transforms first see them: text, split from the line, nothing converted yet.
 SOURCE_SCHEMA = T.StructType([T.StructField(name, T.StringType(), True) for name in SOURCE_COLUMNS])
 
@@ -32,10 +53,8 @@ SOURCE_SCHEMA = T.StructType([T.StructField(name, T.StringType(), True) for name
 #: (processed/trades/year=2025/month=7/day=15/symbol=BTCUSDT/): declared once, with the catalog, where
 #: Terraform and the SQL DDL are checked against them. TRADES_SCHEMA below is their Spark form.
 PARTITION_COLUMNS = TRADES_PARTITION_KEYS
-#: Binance writes 8 decimals; decimal(18,8) and decimal(28,8) keep every source digit (no float rounding).
-SCALE = 8
-PRICE_TYPE = T.DecimalType(18, SCALE)
-QUANTITY_TYPE = T.DecimalType(28, SCALE)
+PRICE_TYPE = T.DecimalType(PRICE_PRECISION, SCALE)
+QUANTITY_TYPE = T.DecimalType(QUANTITY_PRECISION, SCALE)
 TRADES_SCHEMA = T.StructType([
     T.StructField("trade_id", T.LongType()),
     T.StructField("price", PRICE_TYPE),
@@ -59,69 +78,6 @@ REJECTED_SCHEMA = T.StructType([
     T.StructField("reason", T.StringType()),
     T.StructField("rule", T.StringType()),
 ])
-
-#: Epoch digits per time unit: spot files are milliseconds until 2024-12-31, microseconds after.
-TIME_UNIT_DIGITS = {"ms": 13, "us": 16}
-MICROS_PER_DAY = 86_400_000_000
-
-
-class SchemaDrift(ValueError):
-    """The file's columns are not Binance's seven spot trade columns."""
-
-
-class SourceError(ValueError):
-    """The file as a whole cannot be processed (mixed time units, conflicting duplicates); nothing is written."""
-
-
-# ---------------------------------------------------------------- the file's layout, from its first line
-
-
-@dataclass(frozen=True)
-class SourceLayout:
-    """What the first line says about a file: whether it is a header (then it is skipped)."""
-
-    header: str | None  # the header line exactly as written, or None for headerless files
-
-
-def source_layout(first_line: str) -> SourceLayout:
-    """Detect a header and check the column count; raises SchemaDrift naming the missing or extra column.
-
-    A header is a first line whose first field is not a number (spot files have none, futures files
-    gained one in 2022). Without a header only the count can drift; columns are named by position.
-    """
-    line = first_line.rstrip("\r\n")
-    fields = line.split(",")
-    is_header = not fields[0].strip().isdigit()
-    if is_header:
-        names = [f.strip().lower() for f in fields]
-        missing = [c for c in SOURCE_COLUMNS if c not in names]
-        extra = [n for n in names if n not in SOURCE_COLUMNS]
-        if missing or extra:
-            raise SchemaDrift(
-                "header does not match Binance's spot trade columns "
-                f"({', '.join(SOURCE_COLUMNS)}): "
-                + "; ".join(filter(None, [
-                    f"missing column(s) {', '.join(missing)}" if missing else "",
-                    f"unexpected column(s) {', '.join(extra)}" if extra else "",
-                ]))
-            )
-        if names != list(SOURCE_COLUMNS):
-            raise SchemaDrift(f"header columns out of order: {', '.join(names)}; expected {', '.join(SOURCE_COLUMNS)}")
-        return SourceLayout(header=line)
-    if len(fields) < len(SOURCE_COLUMNS):
-        absent = SOURCE_COLUMNS[len(fields):]
-        raise SchemaDrift(
-            f"first line has {len(fields)} columns, expected {len(SOURCE_COLUMNS)}: column(s) "
-            f"{', '.join(absent)} missing (headerless file, columns named by position): {line[:200]!r}"
-        )
-    if len(fields) > len(SOURCE_COLUMNS):
-        raise SchemaDrift(
-            f"first line has {len(fields)} columns, expected {len(SOURCE_COLUMNS)}: unexpected column "
-            f"{len(SOURCE_COLUMNS) + 1} (value {fields[len(SOURCE_COLUMNS)]!r}) after {SOURCE_COLUMNS[-1]}: "
-            f"{line[:200]!r}"
-        )
-    return SourceLayout(header=None)
-
 
 # ---------------------------------------------------------------- parsing
 
@@ -181,85 +137,10 @@ def parse_fields(fields: DataFrame) -> DataFrame:
 
 
 def _parse_bool(text: Column) -> Column:
-    return F.when(text.isin("True", "true"), F.lit(True)).when(text.isin("False", "false"), F.lit(False))
+    return F.when(text.isin(*TRUE_TEXTS), F.lit(True)).when(text.isin(*FALSE_TEXTS), F.lit(False))
 
 
 # ---------------------------------------------------------------- validation rules
-
-
-@dataclass(frozen=True)
-class MonthBounds:
-    """The partition's month as epoch microseconds [start, end): what a valid trade time falls in."""
-
-    start_us: int
-    end_us: int
-
-    @classmethod
-    def of(cls, partition: TradePartition) -> "MonthBounds":
-        import calendar
-
-        start = calendar.timegm(partition.first_day.timetuple()) * 1_000_000
-        end = calendar.timegm(partition.next_month_first_day.timetuple()) * 1_000_000
-        return cls(start, end)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One validation rule: rows breaking it are quarantined with `reason`; `check` reports them."""
-
-    name: str
-    reason: str
-    check: str
-    description: str
-    broken: Callable[[MonthBounds], Column]  # true for a row that breaks the rule (earlier rules passed)
-
-
-def _empty(name: str) -> Column:
-    return F.octet_length(F.col(name)) == 0  # blank or padded values fail the decimal rule instead
-
-
-RULES: tuple[Rule, ...] = (
-    Rule("seven_fields", "malformed_line", "well_formed_rows",
-         "The line has exactly seven comma-separated fields.",
-         lambda m: F.col("n_fields") != len(SOURCE_COLUMNS)),
-    Rule("trade_id_integer", "trade_id_invalid", "well_formed_rows",
-         "The trade id is a positive integer.",
-         lambda m: F.col("trade_id").isNull() | (F.col("trade_id") <= 0)),
-    Rule("flags_boolean", "flag_invalid", "well_formed_rows",
-         "is_buyer_maker and is_best_match are True/False (any case Binance uses).",
-         lambda m: F.col("buyer_maker_value").isNull() | F.col("best_match_value").isNull()),
-    Rule("quote_qty_decimal", "quote_qty_invalid", "well_formed_rows",
-         "quote_qty is a decimal with at most 8 places.",
-         lambda m: F.col("quote_qty_value").isNull()),
-    Rule("trade_time_epoch", "trade_time_invalid", "valid_trade_dates",
-         "The time is an epoch in milliseconds (13 digits) or microseconds (16 digits).",
-         lambda m: F.col("time_us").isNull()),
-    Rule("trade_time_in_month", "trade_time_outside_month", "valid_trade_dates",
-         "The trade time falls inside the partition's month (UTC).",
-         lambda m: (F.col("time_us") < m.start_us) | (F.col("time_us") >= m.end_us)),
-    Rule("price_present", "price_missing", "positive_prices",
-         "The price field is not empty.",
-         lambda m: _empty("price")),
-    Rule("price_decimal", "price_unparsable", "positive_prices",
-         "The price is a decimal with at most 8 places and at most 10 whole digits.",
-         lambda m: F.col("price_value").isNull()),
-    Rule("price_positive", "price_not_positive", "positive_prices",
-         "The price is greater than zero.",
-         lambda m: F.col("price_value") <= 0),
-    Rule("quantity_present", "quantity_missing", "positive_quantities",
-         "The quantity field is not empty.",
-         lambda m: _empty("qty")),
-    Rule("quantity_decimal", "quantity_unparsable", "positive_quantities",
-         "The quantity is a decimal with at most 8 places and at most 20 whole digits.",
-         lambda m: F.col("quantity").isNull()),
-    Rule("quantity_positive", "quantity_not_positive", "positive_quantities",
-         "The quantity is greater than zero.",
-         lambda m: F.col("quantity") <= 0),
-)
-
-
-def rules_of_check(check: str) -> tuple[Rule, ...]:
-    return tuple(rule for rule in RULES if rule.check == check)
 
 
 def apply_rules(parsed: DataFrame, partition: TradePartition, observation: Observation | None = None,
@@ -271,10 +152,7 @@ def apply_rules(parsed: DataFrame, partition: TradePartition, observation: Obser
     below the parsing, which would inline every parse expression into the filter and parse each field
     a dozen times per row (measured: 10x slower).
     """
-    bounds = MonthBounds.of(partition)
-    broken = F.when(rules[0].broken(bounds), F.lit(rules[0].name))
-    for rule in rules[1:]:
-        broken = broken.when(rule.broken(bounds), F.lit(rule.name))
+    broken = F.expr(rule_case_sql(MonthBounds.of(partition), tuple(rules)))
     return parsed.withColumn("rule", broken).observe(observation or Observation(), *metric_columns())
 
 
@@ -338,18 +216,6 @@ def metric_columns() -> tuple[Column, ...]:
     )
 
 
-def time_unit_of(metrics: dict) -> str | None:
-    """The file's time unit from the observed digit counts; SourceError when it mixes units."""
-    units = {digits: unit for unit, digits in TIME_UNIT_DIGITS.items()}
-    low, high = metrics.get("min_time_digits"), metrics.get("max_time_digits")
-    if low != high:
-        raise SourceError(
-            f"mixed time units in one file: both {units[low]} ({low}-digit) and {units[high]} ({high}-digit) "
-            "epochs; Binance files use one unit each, so the file is corrupt: nothing was written"
-        )
-    return units.get(low)
-
-
 # ---------------------------------------------------------------- duplicates
 
 
@@ -388,50 +254,3 @@ def ids_in_order(trades: DataFrame) -> DataFrame:
     """Just the ids, range-partitioned and sorted: the fallback input for `id_segments` when the rows'
     own order is not id order (each run is then a real run of consecutive ids)."""
     return trades.select("trade_id").repartitionByRange("trade_id").sortWithinPartitions("trade_id")
-
-
-@dataclass(frozen=True)
-class Gap:
-    after_id: int  # the last id before the gap
-    next_id: int  # the first id after it
-
-    @property
-    def missing(self) -> int:
-        return self.next_id - self.after_id - 1
-
-
-@dataclass(frozen=True)
-class IdLayout:
-    """Uniqueness and continuity of a set of trade ids, from its runs."""
-
-    rows: int
-    first_id: int | None
-    last_id: int | None
-    unique: bool  # no id twice
-    gaps: tuple[Gap, ...]  # in id order; meaningful only when unique
-
-    @property
-    def missing_ids(self) -> int:
-        return sum(g.missing for g in self.gaps)
-
-
-def analyse_segments(segments: Iterable[tuple[int, int, int]], *, ids_sorted: bool = False) -> IdLayout | None:
-    """Decide uniqueness and gaps from runs (n, first_id, last_id); None when the runs cannot tell.
-
-    A group of `id_segments` holds distinct ids (one per position). When every group is dense
-    (n == last - first + 1) it covers its whole range; sorted by first id the groups are then disjoint
-    exactly when the ids are unique, and the holes between them are the gaps. A group that is not
-    dense merged runs that are not adjacent (rows out of id order, or a gap and a duplicate whose
-    offsets cancel): undecided, unless the rows were in sorted id order (`ids_sorted`), where that
-    can only come from an id repeating.
-    """
-    runs = sorted((first, last, n) for n, first, last in segments)
-    rows = sum(n for _, _, n in runs)
-    if not runs:
-        return IdLayout(rows=0, first_id=None, last_id=None, unique=True, gaps=())
-    first_id, last_id = runs[0][0], max(r[1] for r in runs)
-    if any(n != last - first + 1 for first, last, n in runs):
-        return IdLayout(rows, first_id, last_id, unique=False, gaps=()) if ids_sorted else None
-    unique = all(nxt[0] > cur[1] for cur, nxt in zip(runs, runs[1:]))
-    gaps = tuple(Gap(cur[1], nxt[0]) for cur, nxt in zip(runs, runs[1:]) if nxt[0] > cur[1] + 1) if unique else ()
-    return IdLayout(rows=rows, first_id=first_id, last_id=last_id, unique=unique, gaps=gaps)

@@ -255,6 +255,56 @@ def _inflated_chunks(fp: BinaryIO, member: Member) -> Iterator[bytes]:
         raise CorruptArchive("deflate stream is truncated or has trailing bytes")
 
 
+#: Inflated steps queued between the inflating and the writing thread: memory stays a few steps.
+OVERLAP_STEPS = 4
+
+
+class _OverlappedSink:
+    """Checksums, counts and writes inflated steps in its own thread, in order, while the caller inflates the
+    next ones (ISA-L, CRC-32 and file writes release the GIL): inflate and write overlap on two cores.
+
+    A write error stops the thread and is raised to the caller at its next `put` or at `close`; `close`
+    always waits for the thread, so the caller's writer is never used by two threads at once.
+    """
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        import queue
+        import threading
+
+        self.crc = self.lines = 0
+        self.last = b"\n"
+        self._write = write
+        self._queue: "queue.Queue[bytes | None]" = queue.Queue(maxsize=OVERLAP_STEPS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="unzip-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (out := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # failed: keep draining so the producer never blocks
+            try:
+                self.crc = _zlib.crc32(out, self.crc)
+                self.lines += out.count(b"\n")
+                self.last = out[-1:]
+                self._write(out)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = err
+
+    def put(self, out: bytes) -> None:
+        if self._error is not None:
+            self.close()
+        self._queue.put(out)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 def stream_member(fp: BinaryIO, member: Member, write: Callable[[bytes], object],
                   limits: UnzipLimits = UnzipLimits()) -> StreamStats:
     """Inflate `member` into `write`, counting, capping and verifying as the bytes go by.
@@ -266,17 +316,18 @@ def stream_member(fp: BinaryIO, member: Member, write: Callable[[bytes], object]
     started = time.perf_counter()
     allowed = min(member.declared_size, limits.max_uncompressed_bytes,
                   int(limits.max_ratio * max(member.compressed_size, 1)))
-    total = lines = crc = 0
-    last = b"\n"
-    for out in _inflated_chunks(fp, member):
-        total += len(out)
-        if total > allowed:
-            raise CorruptArchive(f"member inflates past {allowed} bytes although it declares "
-                                 f"{member.declared_size}: damaged data or a forged header (zip bomb); stopped")
-        crc = _zlib.crc32(out, crc)
-        lines += out.count(b"\n")
-        last = out[-1:]
-        write(out)
+    total = 0
+    sink = _OverlappedSink(write)
+    try:
+        for out in _inflated_chunks(fp, member):
+            total += len(out)
+            if total > allowed:
+                raise CorruptArchive(f"member inflates past {allowed} bytes although it declares "
+                                     f"{member.declared_size}: damaged data or a forged header (zip bomb); stopped")
+            sink.put(out)
+    finally:
+        sink.close()  # the writer thread has stopped before the caller commits or aborts the output
+    crc, lines, last = sink.crc, sink.lines, sink.last
     if total != member.declared_size:
         raise CorruptArchive(f"member inflates to {total} bytes but declares {member.declared_size}")
     if crc != member.crc32:

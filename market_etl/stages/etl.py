@@ -343,6 +343,8 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
         "missing_ids": ids.missing_ids,
         "time_unit": time_unit,
         "header": layout.header is not None,
+        "engine": "spark",
+        "etl_seconds": round(seconds, 2),
         "spark_seconds": round(seconds, 2),
         "phase_seconds": clock.phases,
         "rows_per_second": round(rows_in / seconds),
@@ -381,11 +383,40 @@ def pipes_metadata(metadata: dict) -> dict:
             for key, value in metadata.items()}
 
 
+#: MARKET_ETL_ETL_ENGINE: the vectorised single-node engine (default for a local lake) or Spark (Glue, S3 lakes).
+ENGINES = ("duckdb", "spark")
+
+
+def select_engine(lake: Lake, env=os.environ) -> str:
+    """The engine this run uses: MARKET_ETL_ETL_ENGINE, else duckdb on a local lake and spark on S3 (Glue)."""
+    from market_etl.lake import LocalLake
+
+    chosen = env.get("MARKET_ETL_ETL_ENGINE", "").strip().lower()
+    if not chosen:
+        return "duckdb" if isinstance(lake, LocalLake) else "spark"
+    if chosen not in ENGINES:
+        raise ValueError(f"MARKET_ETL_ETL_ENGINE={chosen!r}: expected one of {', '.join(ENGINES)}")
+    return chosen
+
+
 def run_stage(args) -> EtlResult:
-    """What the entry point does between parsing and reporting: start Spark, run, stop, measure."""
+    """What the entry point does between parsing and reporting: run the selected engine, measure."""
+    lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
+    if select_engine(lake) == "duckdb":
+        from market_etl.stages.engines.duckdb_engine import run_duckdb_etl
+
+        result = run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance)
+        own = os.times()
+        result.metadata.update({"peak_rss_mb": round(peak_rss_bytes() / 1e6, 1),
+                                "cpu_seconds": round(own.user + own.system, 1)})
+        return result
+    return run_spark_stage(args, lake)
+
+
+def run_spark_stage(args, lake: Lake) -> EtlResult:
+    """The Spark engine: start Spark, run, stop, measure."""
     from market_etl.core.spark import build_spark_session
 
-    lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
     preflight(lake, args.partition)  # a missing or drifted file fails in a second, not after a JVM start
     started = time.perf_counter()
     # master=None: local[*] when started from Python, the cluster's master on Glue.
@@ -418,9 +449,13 @@ def main(argv=None) -> None:
     with open_stage_pipes(argv) as pipes:
         result = run_stage(args)
         m = result.metadata
-        pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
-                       f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
-                       f"duplicates removed in {m['spark_seconds']}s ({m['rows_per_second']:,} rows/s)")
+        if m.get("status") == "up to date":
+            pipes.log.info(f"{args.partition}: up to date ({m['skipped_because']}); skipped")
+        else:
+            pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
+                           f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
+                           f"duplicates removed in {m['etl_seconds']}s by {m['engine']} "
+                           f"({m['rows_per_second']:,} rows/s)")
         pipes.report_asset_materialization(metadata=pipes_metadata(m), data_version=result.data_version)
         for check in result.checks:
             pipes.report_asset_check(check.name, passed=check.passed, severity=check.severity,

@@ -270,7 +270,8 @@ def test_publishing_replaces_a_directory_whole_with_stable_names(any_lake):
 
 
 def _stage(lake, partition, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    # The Spark engine: these cases are its staged swap (the DuckDB engine stages run-unique files instead).
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "MARKET_ETL_ETL_ENGINE": "spark"}
     command = [sys.executable, "-m", "market_etl.stages.etl", "--symbol", partition.symbol, "--month",
                partition.month, "--lake", lake.url]
     # Own process group: the kill takes the stage's JVM with it, as a lost Glue worker would.

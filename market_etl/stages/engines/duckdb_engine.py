@@ -1,0 +1,503 @@
+"""The vectorised ETL engine (DuckDB): one symbol-month of trades CSV -> staged Parquet + a StagedVersion manifest.
+
+The default on the local runtime (`MARKET_ETL_ETL_ENGINE`, docs in README "ETL engines"); Glue runs the
+Spark engine (`market_etl.stages.etl`). Both compile the same rule table (`market_etl.core.rules`) and
+the parity suite (market_etl_tests/integration/test_engine_parity.py) proves they write the same rows,
+reject the same lines for the same reasons, count the same and write the same Parquet schema.
+
+Parsing reproduces the Spark engine's, value for value, because the Spark engine is the reference:
+
+- a field is an integer the way Spark's string-to-long cast reads it (`spark_long`): surrounding bytes
+  0x00-0x20 and 0x7f ignored, an optional sign, digits, optionally a dot and digits (ignored); null on
+  anything else or on overflow. DuckDB's own cast rounds "1.5" and accepts "1e5", so it only runs on
+  text already known to be plain digits; the rest goes through the pattern.
+- a decimal is exact or null (`spark_decimal`): at most 8 places (bytes after the first dot), the text
+  plain by the long rule or by the pattern, then cast; a cast that would round or overflow gives null.
+  DuckDB's decimal cast rounds extra places and accepts exponents: it never sees such text.
+
+One scan of the CSV fills an in-memory DuckDB table (spilling to the run's directory in the temp zone
+beyond the memory limit) with every row's typed values and rule; the rest are queries over it: the quarantine, the
+counts, the id layout (runs of consecutive ids, `core.rules.analyse_segments`, as Spark), the dedupe
+and one Parquet file per day sorted by trade time, written with pyarrow so the physical and logical
+types are exactly Spark's (DuckDB's own writer stores decimal(28,8) in 16 bytes and annotates ints).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
+from market_etl.core.checks import RULE_CHECKS, contiguity_outcome, reconciliation_outcome, rule_check_outcome
+from market_etl.core.keys import (
+    TradePartition,
+    Zone,
+    lake_key,
+    new_run_id,
+    staged_manifest_key,
+    staged_rejected_file_key,
+    staged_trades_file_key,
+)
+from market_etl.core.rules import (
+    FALSE_TEXTS,
+    MICROS_PER_DAY,
+    PRICE_PRECISION,
+    QUANTITY_PRECISION,
+    RULES,
+    SCALE,
+    TIME_UNIT_DIGITS,
+    TRUE_TEXTS,
+    IdLayout,
+    MonthBounds,
+    SourceError,
+    SourceLayout,
+    analyse_segments,
+    rule_case_sql,
+    rules_of_check,
+    time_unit_of,
+    translate,
+)
+from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
+from market_etl.lake import Lake, LocalLake
+
+ENGINE = "duckdb"
+#: Memory DuckDB may use before it spills to the temp zone (MARKET_ETL_DUCKDB_MEMORY_LIMIT).
+DEFAULT_MEMORY_LIMIT = "2GB"
+#: Rows per Parquet row group: Spark's 128 MiB blocks hold about this many trades.
+ROW_GROUP_ROWS = 1_048_576
+MAX_CONFLICTS_LISTED = 10
+#: Bytes Spark's string-to-long cast ignores around a number (UTF8String.toLong: whitespace or ISO control).
+_PAD = r"[\x00-\x20\x7f]"
+#: Bytes Java's String.trim ignores (Spark's string-to-decimal cast).
+_JAVA_TRIM = r"[\x00-\x20]"
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _macros(con) -> None:
+    """Spark's casts, as DuckDB macros (see the module docstring)."""
+    con.execute(rf"""
+        CREATE OR REPLACE TEMP MACRO spark_long_slow(t) AS CASE
+            WHEN regexp_full_match(t, '{_PAD}*[+-]?[0-9]*(\.[0-9]*)?{_PAD}*')
+                 AND NOT regexp_full_match(t, '{_PAD}*[+-]?{_PAD}*')
+            THEN CASE WHEN regexp_extract(t, '^{_PAD}*([+-]?[0-9]*)', 1) IN ('', '+', '-') THEN 0::BIGINT
+                      ELSE TRY_CAST(regexp_extract(t, '^{_PAD}*([+-]?[0-9]*)', 1) AS BIGINT) END
+        END""")
+    con.execute(r"""
+        CREATE OR REPLACE TEMP MACRO spark_long(t) AS CASE
+            WHEN regexp_full_match(t, '[0-9]{1,18}') THEN CAST(t AS BIGINT) ELSE spark_long_slow(t) END""")
+    for precision in (PRICE_PRECISION, QUANTITY_PRECISION):
+        whole = precision - SCALE
+        con.execute(rf"""
+            CREATE OR REPLACE TEMP MACRO spark_decimal_{precision}(t) AS CASE
+                WHEN regexp_full_match(t, '[0-9]{{1,{whole}}}(\.[0-9]{{1,{SCALE}}})?')
+                    THEN CAST(t AS DECIMAL({precision},{SCALE}))
+                WHEN (instr(t, '.') = 0 OR (strlen(t) > instr(t, '.') AND strlen(t) - instr(t, '.') <= {SCALE}))
+                     AND (spark_long_slow(t) IS NOT NULL
+                          OR regexp_full_match(t, '[+-]?[0-9]{{1,{whole}}}(\.[0-9]{{1,{SCALE}}})?'))
+                     AND regexp_full_match(t, '{_JAVA_TRIM}*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+){_JAVA_TRIM}*')
+                    THEN TRY_CAST(regexp_replace(t, '^{_JAVA_TRIM}+|{_JAVA_TRIM}+$', '', 'g')
+                                  AS DECIMAL({precision},{SCALE}))
+            END""")
+
+
+BLANK_SCAN_CHUNK = 64 * 1024 * 1024
+
+
+def count_blank_lines(path: str | os.PathLike) -> int:
+    """Empty lines (`\n\n`, `\n\r\n`) in a file: Spark's line reader yields each as a row (a malformed
+    line), DuckDB's CSV reader skips them, so the engine counts them itself. Vectorised (numpy releases
+    the GIL: this runs beside DuckDB's scan); a leading blank line never gets here (the preflight refuses it).
+    """
+    import numpy as np
+
+    blanks, carry = 0, np.zeros(0, dtype=np.uint8)
+    with open(path, "rb") as f:
+        while chunk := f.read(BLANK_SCAN_CHUNK):
+            data = np.concatenate([carry, np.frombuffer(chunk, dtype=np.uint8)])
+            newlines = np.flatnonzero(data == 10)
+            if newlines.size:
+                step = np.diff(newlines)
+                blanks += int(np.count_nonzero(step == 1))
+                two = newlines[:-1][step == 2]
+                blanks += int(np.count_nonzero(data[two + 1] == 13))
+            # The bytes from the last newline on: a pair split across chunks is found in the next one.
+            carry = data[newlines[-1]:] if newlines.size else data[-2:]
+    return blanks
+
+
+def _bool_sql(column: str) -> str:
+    trues = ", ".join(_sql_string(t) for t in TRUE_TEXTS)
+    falses = ", ".join(_sql_string(t) for t in FALSE_TEXTS)
+    return f"CASE WHEN {column} IN ({trues}) THEN true WHEN {column} IN ({falses}) THEN false END"
+
+
+def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str:
+    """Every source line -> its typed values, `time_digits` and `rule` (the first rule broken, null if none).
+
+    The line text is kept for rejected rows only (the quarantine writes it; valid rows are rebuilt from values).
+    """
+    header = f"WHERE line <> {_sql_string(layout.header)}" if layout.header is not None else ""
+    digits_ms, digits_us = TIME_UNIT_DIGITS["ms"], TIME_UNIT_DIGITS["us"]
+    rule = translate(rule_case_sql(bounds), "duckdb")
+    return f"""
+        WITH lines AS (
+            SELECT line FROM read_csv({_sql_string(csv_path)}, columns = {{'line': 'VARCHAR'}}, header = false,
+                auto_detect = false, delim = '\x01', quote = '', escape = '', strict_mode = false,
+                nullstr = '\x02')
+            {header}
+        ), parts AS (
+            SELECT line, string_split(line, ',') AS p FROM lines
+        ), parsed AS (
+            SELECT line, len(p) AS n_fields, p[2] AS price, p[3] AS qty,
+                   spark_long(p[1]) AS trade_id,
+                   spark_decimal_{PRICE_PRECISION}(p[2]) AS price_value,
+                   spark_decimal_{QUANTITY_PRECISION}(p[3]) AS quantity,
+                   spark_decimal_{QUANTITY_PRECISION}(p[4]) AS quote_qty_value,
+                   strlen(p[5]) AS time_digits,
+                   CASE strlen(p[5]) WHEN {digits_us} THEN spark_long(p[5])
+                                     WHEN {digits_ms} THEN spark_long(p[5]) * 1000 END AS time_us,
+                   {_bool_sql("p[6]")} AS buyer_maker_value,
+                   {_bool_sql("p[7]")} AS best_match_value
+            FROM parts
+        ), ruled AS (
+            SELECT *, {rule} AS rule FROM parsed
+        )
+        SELECT CASE WHEN rule IS NOT NULL THEN line END AS line, rule, trade_id, price_value AS price, quantity,
+               quote_qty_value AS quote_qty, time_us, time_digits::TINYINT AS time_digits,
+               buyer_maker_value AS is_buyer_maker, best_match_value AS is_best_match
+        FROM ruled
+    """
+
+
+def _arrow_schema():
+    """The processed file schema in Arrow terms: what Spark writes (TIMESTAMP_MICROS, UTC; decimals exact)."""
+    import pyarrow as pa
+
+    types = {"bigint": pa.int64(), f"decimal({PRICE_PRECISION},{SCALE})": pa.decimal128(PRICE_PRECISION, SCALE),
+             f"decimal({QUANTITY_PRECISION},{SCALE})": pa.decimal128(QUANTITY_PRECISION, SCALE),
+             "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_(), "int": pa.int32(),
+             "string": pa.string()}
+    return pa.schema([(name, types[kind]) for name, kind in TRADES_COLUMNS + TRADES_PARTITION_KEYS])
+
+
+def _rejected_schema():
+    import pyarrow as pa
+
+    return pa.schema([("line", pa.string()), ("reason", pa.string()), ("rule", pa.string()),
+                      ("symbol", pa.string()), ("month", pa.string()), ("run", pa.string())])
+
+
+def write_parquet(table, path: Path, plain_encoded: tuple[str, ...] = ()) -> int:
+    """Snappy Parquet with statistics, decimals as Spark stores them (INT64 up to 18 digits, else 12 bytes).
+
+    `plain_encoded`: columns written without a dictionary, as the Spark engine writes them (unique
+    values: the dictionary only costs; measured 45% of pyarrow's write CPU on a generated month).
+    """
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.inprogress")
+    dictionary = [name for name in table.column_names if name not in plain_encoded]
+    pq.write_table(table, temp, compression="snappy", store_decimal_as_integer=True, store_schema=False,
+                   row_group_size=ROW_GROUP_ROWS, write_statistics=True, use_dictionary=dictionary)
+    os.replace(temp, path)
+    return path.stat().st_size
+
+
+class DuckDBEngine:
+    """One partition's run. `run()` writes the staged files and manifest; nothing is committed here."""
+
+    def __init__(self, partition: TradePartition, lake: Lake, layout: SourceLayout, *, source_key: str,
+                 workdir_key: str, run_id: str | None = None, threads: int | None = None,
+                 memory_limit: str | None = None) -> None:
+        if not isinstance(lake, LocalLake):
+            raise ValueError(
+                f"the duckdb ETL engine reads and writes a local lake; {lake.uri()} is not one: "
+                "set MARKET_ETL_ETL_ENGINE=spark (what the aws runtime runs on Glue)")
+        self.partition, self.lake, self.layout = partition, lake, layout
+        self.source_key, self.workdir = source_key, lake.path(workdir_key)
+        self.run_id = run_id or new_run_id()
+        self.threads = threads or os.cpu_count() or 1
+        self.memory_limit = memory_limit or os.environ.get("MARKET_ETL_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+        self.phases: dict[str, float] = {}
+        self.phase_cpu: dict[str, float] = {}
+        self._cpu = time.process_time()
+
+    def _lap(self, phase: str, since: float) -> float:
+        now, cpu = time.perf_counter(), time.process_time()
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + now - since, 2)
+        self.phase_cpu[phase] = round(self.phase_cpu.get(phase, 0.0) + cpu - self._cpu, 2)
+        self._cpu = cpu
+        return now
+
+    def _connect(self):
+        import duckdb
+
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # In memory (measured: a third less CPU than a database file, which compresses and checkpoints);
+        # beyond the memory limit DuckDB spills to the temp zone.
+        con = duckdb.connect(":memory:", config={
+            "threads": self.threads, "memory_limit": self.memory_limit,
+            "temp_directory": str(self.workdir / "spill"), "preserve_insertion_order": True,
+        })
+        con.execute("SET TimeZone = 'UTC'")
+        _macros(con)
+        return con
+
+    def run(self, reject_tolerance: float = 0.0) -> tuple[StagedVersion, dict, list]:
+        con = self._connect()
+        try:
+            return self._run(con, reject_tolerance)
+        finally:
+            con.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            try:  # the partition's temp directory, unless another run is using it
+                self.workdir.parent.rmdir()
+            except OSError:
+                pass
+
+    def _run(self, con, reject_tolerance: float):
+        partition, clock = self.partition, time.perf_counter()
+        bounds = MonthBounds.of(partition)
+        csv_path = str(self.lake.path(self.source_key))
+        # One scan: every row typed and judged, in file order (the table's rowid is the line's position).
+        with ThreadPoolExecutor(max_workers=1) as scan:
+            blank_lines = scan.submit(count_blank_lines, csv_path)
+            con.execute(f"CREATE TABLE checked AS {checked_sql(csv_path, self.layout, bounds)}")
+            if blanks := blank_lines.result():  # rows as Spark reads them: an empty line, malformed
+                con.execute(f"INSERT INTO checked (line, rule) SELECT '', 'seven_fields' FROM range({blanks})")
+        rows_in, rows_rejected_seen, low, high = con.execute(
+            "SELECT count(*), count(rule), min(time_digits) FILTER (time_us IS NOT NULL), "
+            "max(time_digits) FILTER (time_us IS NOT NULL) FROM checked").fetchone()
+        clock = self._lap("parse_validate", clock)
+        time_unit = time_unit_of({"min_time_digits": low, "max_time_digits": high})
+
+        # Ids of the valid rows in file order: runs of consecutive ids, as the Spark engine finds them.
+        con.execute("CREATE TABLE valid AS SELECT * EXCLUDE (line, rule, time_digits), "
+                    f"CAST((time_us - {bounds.start_us}) // {MICROS_PER_DAY} + 1 AS INTEGER) AS day "
+                    "FROM checked WHERE rule IS NULL")
+        clock = self._lap("valid_table", clock)
+        ids = self._layout(con)
+        clock = self._lap("verify_ids", clock)
+        duplicates_removed = 0
+        if not ids.unique:
+            duplicates_removed = self._deduplicate(con)
+            ids = self._layout(con)
+            clock = self._lap("deduplicate", clock)
+
+        rejected_by_rule, samples, rejected_files = {}, {}, ()
+        if rows_rejected_seen:
+            rejected_by_rule, samples, rejected_files = self._quarantine(con)
+            clock = self._lap("quarantine", clock)
+        trades_files = self._write_days(con, bounds)
+        clock = self._lap("write", clock)
+
+        rows_rejected = sum(rejected_by_rule.values())
+        checks = [rule_check_outcome(check, rows_in, rejected_by_rule, reject_tolerance,
+                                     *samples.get(check, ((), ()))) for check in RULE_CHECKS]
+        checks.append(reconciliation_outcome(rows_in, ids.rows, rows_rejected, duplicates_removed))
+        checks.append(contiguity_outcome(ids))
+        staged = StagedVersion(
+            partition=partition, run_id=self.run_id,
+            source_sha256=(self.lake.read_meta(self.source_key) or {}).get("source_sha256"),
+            transform_version="", engine=ENGINE, trades_files=trades_files, rejected_files=rejected_files,
+            rows_in=rows_in, rows_written=ids.rows, rows_rejected=rows_rejected,
+            duplicates_removed=duplicates_removed,
+            checks=tuple(StagedCheck(c.name, c.passed, c.severity == "ERROR", c.severity) for c in checks))
+        counts = {"rejected_by_rule": rejected_by_rule, "ids": ids, "time_unit": time_unit,
+                  "duplicates_removed": duplicates_removed}
+        return staged, counts, checks
+
+    def _layout(self, con) -> IdLayout:
+        segments = con.execute("SELECT count(*), min(trade_id), max(trade_id) FROM valid "
+                               "GROUP BY trade_id - rowid").fetchall()
+        layout = analyse_segments(segments)
+        if layout is None:  # rows out of id order: decide on the sorted ids
+            layout = analyse_segments(con.execute(
+                "SELECT count(*), min(trade_id), max(trade_id) FROM "
+                "(SELECT trade_id, trade_id - row_number() OVER (ORDER BY trade_id) AS run FROM valid) "
+                "GROUP BY run").fetchall(), ids_sorted=True)
+        return layout
+
+    def _deduplicate(self, con) -> int:
+        """Drop exact duplicate rows (returns how many); the same id with different values fails the run."""
+        values = ", ".join("time_us" if name == "trade_time" else name for name, _ in TRADES_COLUMNS
+                           if name != "trade_id")
+        con.execute(f"""CREATE TABLE duplicated AS SELECT trade_id, count(*) AS copies,
+                        count(DISTINCT ({values})) AS variants FROM valid GROUP BY trade_id HAVING count(*) > 1""")
+        conflicts = [r[0] for r in con.execute(
+            f"SELECT trade_id FROM duplicated WHERE variants > 1 ORDER BY trade_id LIMIT {MAX_CONFLICTS_LISTED}"
+        ).fetchall()]
+        if conflicts:
+            [(n,)] = con.execute("SELECT count(*) FROM duplicated WHERE variants > 1").fetchall()
+            raise SourceError(
+                f"{n} trade id(s) appear with different values, e.g. " + ", ".join(map(str, conflicts))
+                + ": the source contradicts itself, nothing was written; check the upstream file")
+        [(removed,)] = con.execute("SELECT coalesce(sum(copies - 1), 0) FROM duplicated").fetchall()
+        # Keep the first copy in file order, so rowid order (file order) still holds for the layout.
+        con.execute("""CREATE TABLE deduplicated AS SELECT * EXCLUDE (pos) FROM (SELECT *, rowid AS pos FROM valid)
+                       WHERE pos NOT IN (SELECT v.rowid FROM valid v JOIN duplicated d USING (trade_id))
+                          OR pos IN (SELECT min(v.rowid) FROM valid v JOIN duplicated d USING (trade_id)
+                                     GROUP BY trade_id)
+                       ORDER BY pos""")
+        con.execute("DROP TABLE valid")
+        con.execute("ALTER TABLE deduplicated RENAME TO valid")
+        return int(removed)
+
+    def _quarantine(self, con):
+        import pyarrow as pa
+
+        reasons = "CASE rule " + " ".join(f"WHEN '{r.name}' THEN '{r.reason}'" for r in RULES) + " END"
+        p = self.partition
+        table = con.sql(f"""SELECT line, {reasons} AS reason, rule, {_sql_string(p.symbol)} AS symbol,
+                                {_sql_string(p.month)} AS month, {_sql_string(self.run_id)} AS run
+                                FROM checked WHERE rule IS NOT NULL ORDER BY rowid""").to_arrow_table()
+        table = table.cast(_rejected_schema())
+        key = staged_rejected_file_key(p, self.run_id)
+        size = write_parquet(table, self.lake.path(key))
+        counts = {r[0]: r[1] for r in con.execute(
+            "SELECT rule, count(*) FROM checked WHERE rule IS NOT NULL GROUP BY rule").fetchall()}
+        samples = {}
+        for check in RULE_CHECKS:
+            names = [r.name for r in rules_of_check(check)]
+            if any(counts.get(n) for n in names):
+                # As the Spark engine: the first 10 by the line's leading id (as Spark casts it), then line.
+                rows = con.execute(f"""SELECT spark_long(split_part(line, ',', 1)) AS id, line FROM checked
+                                       WHERE rule IN ({", ".join(_sql_string(n) for n in names)})
+                                       ORDER BY id ASC NULLS LAST, line LIMIT 10""").fetchall()
+                samples[check] = ([i for i, _ in rows if i is not None], [line for _, line in rows])
+        return counts, samples, (StagedFile(key, table.num_rows, size),)
+
+    def _write_days(self, con, bounds: MonthBounds) -> tuple[StagedFile, ...]:
+        """One file per day, rows in trade-time order (id breaks ties), every table column in it."""
+        from market_etl.stages.etl import PLAIN_ENCODED
+
+        p, schema = self.partition, _arrow_schema()
+        days = [d for (d,) in con.execute("SELECT DISTINCT day FROM valid ORDER BY day").fetchall()]
+
+        def write_day(day: int) -> StagedFile:
+            table = con.cursor().sql(f"""
+                SELECT trade_id, price, quantity, quote_qty, make_timestamptz(time_us) AS trade_time,
+                       is_buyer_maker, is_best_match, {p.year}::INTEGER AS year, {p.month_number}::INTEGER AS month,
+                       day, {_sql_string(p.symbol)} AS symbol
+                FROM valid WHERE day = {day} ORDER BY time_us, trade_id""").to_arrow_table().cast(schema)
+            key = staged_trades_file_key(p, day, self.run_id)
+            return StagedFile(key, table.num_rows, write_parquet(table, self.lake.path(key), PLAIN_ENCODED))
+
+        # Days in parallel: DuckDB's sort and pyarrow's encoding both release the GIL.
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            return tuple(pool.map(write_day, days))
+
+
+def write_manifest(lake: Lake, staged: StagedVersion) -> str:
+    key = staged_manifest_key(staged.partition, staged.run_id)
+    lake.put_bytes(key, staged.to_json().encode())
+    return key
+
+
+def workdir_key(partition: TradePartition, run_id: str) -> str:
+    """The run's own scratch directory (spilled data): two runs of one partition never share one."""
+    return f"{lake_key(Zone.TEMP, partition)}/duckdb-{run_id}"
+
+
+def last_build_key(partition: TradePartition) -> str:
+    """Where the last build of a partition is recorded (a sidecar beside its staged manifests)."""
+    return staged_manifest_key(partition, new_run_id()).rsplit("/", 1)[0] + "/last-build"
+
+
+def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
+    """The last build's result when nothing changed since: the same data version (source archive sha256 and
+    TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None."""
+    from market_etl.core.checks import CheckOutcome
+    from market_etl.stages.etl import EtlResult, Paths, data_version
+
+    current = data_version(lake, Paths.of(partition).source)
+    last = lake.read_meta(last_build_key(partition)) or {}
+    if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
+        return None
+    manifest = last.get("manifest")
+    if not manifest or not lake.exists(manifest):
+        return None
+    staged = StagedVersion.from_json(lake.get_bytes(manifest))
+    if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
+        return None
+    metadata = {**last["metadata"], "status": "up to date",
+                "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
+    checks = [CheckOutcome(**c) for c in last["checks"]]
+    return EtlResult(partition, metadata, checks, current)
+
+
+def record_build(lake: Lake, result, reject_tolerance: float) -> None:
+    lake.write_meta(last_build_key(result.partition), {
+        "data_version": result.data_version, "reject_tolerance": reject_tolerance,
+        "manifest": staged_manifest_key(result.partition, result.metadata["run_id"]),
+        "metadata": result.metadata,
+        "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "metadata": c.metadata}
+                   for c in result.checks],
+    })
+
+
+def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
+                   run_id: str | None = None, threads: int | None = None, force: bool = False):
+    """The whole stage for one partition on DuckDB: staged files + manifest, the stage's metadata and checks.
+
+    Skips (metadata `status` "up to date", with the reason) when `up_to_date` finds nothing changed, unless
+    `force`. Raises SchemaDrift / SourceError / UpstreamMissing as the Spark engine does; nothing is
+    committed (the publish step commits the manifest's files when its blocking checks passed).
+    """
+    from market_etl.stages.etl import TRANSFORM_VERSION, EtlResult, Paths, data_version, preflight
+
+    if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
+        return previous
+    started = time.perf_counter()
+    paths = Paths.of(partition)
+    layout = preflight(lake, partition)
+    run_id = run_id or new_run_id()
+    engine = DuckDBEngine(partition, lake, layout, source_key=paths.source,
+                          workdir_key=workdir_key(partition, run_id), run_id=run_id, threads=threads)
+    staged, counts, checks = engine.run(reject_tolerance)
+    staged = StagedVersion(**{**staged.__dict__, "transform_version": TRANSFORM_VERSION})
+    manifest = write_manifest(lake, staged)
+    seconds = time.perf_counter() - started
+    ids: IdLayout = counts["ids"]
+    rejected_by_rule = counts["rejected_by_rule"]
+    metadata = {
+        "rows_in": staged.rows_in,
+        "rows_written": staged.rows_written,
+        "rows_rejected": staged.rows_rejected,
+        "rejected_by_reason": {rule.reason: int(rejected_by_rule[rule.name]) for rule in RULES
+                               if rejected_by_rule.get(rule.name)},
+        "duplicates_removed": staged.duplicates_removed,
+        "deduplication": ("ran: ids repeated in the source" if staged.duplicates_removed
+                          else "skipped: ids already unique"),
+        "days_written": len(staged.trades_files),
+        "days_removed": 0,  # the publish step drops days a new version no longer has
+        "files_written": len(staged.trades_files) + len(staged.rejected_files),
+        "output_bytes": sum(f.bytes for f in staged.trades_files),
+        "first_trade_id": ids.first_id,
+        "last_trade_id": ids.last_id,
+        "id_gaps": len(ids.gaps),
+        "missing_ids": ids.missing_ids,
+        "time_unit": counts["time_unit"],
+        "header": layout.header is not None,
+        "engine": ENGINE,
+        "etl_seconds": round(seconds, 2),
+        "phase_seconds": engine.phases,
+        "phase_cpu_seconds": engine.phase_cpu,
+        "rows_per_second": round(staged.rows_in / seconds) if seconds else 0,
+        "status": "built",
+        "run_id": staged.run_id,
+        "staged_manifest": lake.uri(manifest),
+        "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
+        "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if staged.rows_rejected else None,
+    }
+    result = EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    if result.data_version is not None:
+        record_build(lake, result, reject_tolerance)
+    return result

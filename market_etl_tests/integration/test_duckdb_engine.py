@@ -1,0 +1,119 @@
+"""The DuckDB engine as the stage runs it: engine selection, the staged contract, nothing redone when nothing changed.
+
+Its results are proven equal to the Spark engine's in test_engine_parity.py; these tests cover what only
+this engine does.
+"""
+import pyarrow.parquet as pq
+import pytest
+
+from market_etl.core.keys import RUN_ID_PATTERN, TradePartition, Zone, lake_key, staged_manifest_key
+from market_etl.core.staged import StagedVersion
+from market_etl.lake import LocalLake
+from market_etl.stages import etl
+from market_etl.stages.engines.duckdb_engine import count_blank_lines, run_duckdb_etl
+
+JULY = TradePartition("BTCUSDT", "2025-07")
+JULY_START_US = 1751328000 * 1_000_000
+
+
+def line(trade_id, time=JULY_START_US + 10_866, price="93576.00000000"):
+    return f"{trade_id},{price},0.00136000,127.26336000,{time},True,True"
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lake = LocalLake(tmp_path / "lake")
+    source = lake_key(Zone.RAW_UNZIPPED, JULY)
+    lake.put_bytes(source, "".join(f"{line(i, JULY_START_US + i * 3_600_000_000)}\n" for i in range(1, 60)).encode()
+                   + (line(99, price="0") + "\n").encode())
+    lake.write_meta(source, {"source_sha256": "a" * 64})  # what the unzip stage records
+    return lake
+
+
+def test_engine_selection_defaults_to_duckdb_on_a_local_lake_and_spark_on_s3(lake, s3_lake):
+    assert etl.select_engine(lake, env={}) == "duckdb"
+    assert etl.select_engine(s3_lake, env={}) == "spark"
+    assert etl.select_engine(lake, env={"MARKET_ETL_ETL_ENGINE": "Spark"}) == "spark"
+    with pytest.raises(ValueError, match="MARKET_ETL_ETL_ENGINE='polars': expected one of duckdb, spark"):
+        etl.select_engine(lake, env={"MARKET_ETL_ETL_ENGINE": "polars"})
+
+
+def test_the_stage_entry_point_runs_the_default_engine_without_a_jvm(lake, monkeypatch):
+    monkeypatch.delenv("MARKET_ETL_ETL_ENGINE", raising=False)
+    args = etl.stage_arguments(["--symbol", "BTCUSDT", "--month", "2025-07", "--lake", str(lake.root)])
+    m = etl.run_stage(args).metadata
+    assert m["engine"] == "duckdb" and "jvm_start_seconds" not in m
+    assert (m["rows_in"], m["rows_written"], m["rows_rejected"]) == (60, 59, 1)
+
+
+def test_files_and_manifest_follow_the_write_audit_publish_contract(lake):
+    result = run_duckdb_etl(JULY, lake)
+    run = result.metadata["run_id"]
+    assert RUN_ID_PATTERN.fullmatch(run)
+    staged = StagedVersion.from_json(lake.get_bytes(staged_manifest_key(JULY, run)))
+    assert (staged.engine, staged.transform_version, staged.source_sha256) == ("duckdb", etl.TRANSFORM_VERSION, "a" * 64)
+    assert (staged.rows_in, staged.rows_written, staged.rows_rejected) == (60, 59, 1)
+    assert not staged.publishable and staged.failed_blocking_checks == ("positive_prices",)
+    assert [f.key for f in staged.trades_files] == [
+        f"{lake_key(Zone.PROCESSED, JULY, day=d)}/{run}-part-00000.snappy.parquet" for d in (1, 2, 3)]
+    for f in staged.trades_files:
+        table = pq.read_table(lake.path(f.key))
+        assert f.rows == table.num_rows and f.bytes == lake.path(f.key).stat().st_size
+        assert set(table.column_names) >= {"year", "month", "day", "symbol"}
+        assert pq.ParquetFile(lake.path(f.key)).metadata.row_group(0).column(0).statistics.has_min_max
+    [quarantine] = staged.rejected_files
+    rejected = pq.read_table(lake.path(quarantine.key)).to_pylist()
+    assert rejected == [{"line": line(99, price="0"), "reason": "price_not_positive", "rule": "price_positive",
+                         "symbol": "BTCUSDT", "month": "2025-07", "run": run}]
+    assert not lake.path(lake_key(Zone.TEMP, JULY)).exists()  # the engine's work directory is gone
+
+
+def test_nothing_is_redone_when_nothing_changed_and_a_new_transform_version_rebuilds(lake, monkeypatch):
+    first = run_duckdb_etl(JULY, lake)
+    second = run_duckdb_etl(JULY, lake)
+    assert first.metadata["status"] == "built" and second.metadata["status"] == "up to date"
+    assert first.metadata["run_id"] in second.metadata["skipped_because"]
+    assert second.data_version == first.data_version
+    assert [(c.name, c.passed) for c in second.checks] == [(c.name, c.passed) for c in first.checks]
+    assert second.metadata["rows_written"] == first.metadata["rows_written"]
+
+    monkeypatch.setattr(etl, "TRANSFORM_VERSION", etl.TRANSFORM_VERSION + "-next")
+    third = run_duckdb_etl(JULY, lake)
+    assert third.metadata["status"] == "built" and third.data_version != first.data_version
+    assert third.metadata["run_id"] != first.metadata["run_id"]
+
+    # A new source archive rebuilds; so does a staged file gone missing.
+    lake.write_meta(lake_key(Zone.RAW_UNZIPPED, JULY), {"source_sha256": "b" * 64})
+    assert run_duckdb_etl(JULY, lake).metadata["status"] == "built"
+    staged = StagedVersion.from_json(lake.get_bytes(run_duckdb_etl(JULY, lake).metadata["staged_manifest"]
+                                                    .removeprefix(str(lake.root) + "/")))
+    lake.path(staged.trades_files[0].key).unlink()
+    assert run_duckdb_etl(JULY, lake).metadata["status"] == "built"
+
+
+@pytest.mark.parametrize("text, blanks", [(b"a\nb\n", 0), (b"a\n\nb\n", 1), (b"a\r\n\r\nb\r\n\r\n", 2),
+                                          (b"a\nb", 0), (b"a\n\n\n", 2), (b"", 0)])
+def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, text, blanks):
+    from market_etl.stages.engines import duckdb_engine
+
+    path = tmp_path / "f.csv"
+    path.write_bytes(text)
+    for chunk in (1, 2, 3, 1 << 20):
+        monkeypatch.setattr(duckdb_engine, "BLANK_SCAN_CHUNK", chunk)
+        assert count_blank_lines(path) == blanks, chunk
+
+
+def test_the_local_catalog_registers_files_that_carry_their_partition_columns(lake, tmp_path):
+    import duckdb
+
+    from market_etl.core.catalog import TRADES, CatalogFile, register_partition_files
+
+    staged = StagedVersion.from_json(lake.get_bytes(
+        run_duckdb_etl(JULY, lake).metadata["staged_manifest"].removeprefix(str(lake.root) + "/")))
+    files = [CatalogFile(str(lake.path(f.key)), f.bytes, day=int(f.key.split("/day=")[1].split("/")[0]))
+             for f in staged.trades_files]
+    registration = register_partition_files(tmp_path / "catalog.duckdb", TRADES, JULY, files)
+    assert registration.rows == 59
+    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*), min(day), max(day), min(symbol) FROM market_data.trades_binance "
+                           "WHERE year = 2025 AND month = 7").fetchone() == (59, 1, 3, "BTCUSDT")
