@@ -7,7 +7,7 @@ import dagster as dg
 
 from market_etl.defs.analytics import build_analytics_assets
 from market_etl.defs.raw import build_lake_assets
-from market_etl.defs.partitions import trade_partitions
+from market_etl.defs.partitions import stage_retry_policy, trade_partitions
 from market_etl.defs.processed import build_processed_assets
 from market_etl.defs.sensors import build_sensors
 from market_etl.resources import build_resources
@@ -16,10 +16,11 @@ from market_etl.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = trade_partitions(settings)
+    retries = stage_retry_policy(settings)
     return dg.Definitions(
         assets=[
-            *build_lake_assets(partitions),
-            *build_processed_assets(partitions, settings.reject_tolerance),
+            *build_lake_assets(partitions, retries),
+            *build_processed_assets(partitions, settings.reject_tolerance, retries),
             *build_analytics_assets(partitions),
         ],
         resources=build_resources(settings),

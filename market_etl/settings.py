@@ -48,6 +48,8 @@ class Settings:
     pipes_bucket: str | None = None
     glue_job_prefix: str = "market-etl-"
     reject_tolerance: float = 0.0
+    stage_retries: int = 2
+    stage_retry_delay_seconds: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -82,4 +84,7 @@ class Settings:
             glue_job_prefix=env.get("MARKET_ETL_GLUE_JOB_PREFIX", "market-etl-").strip(),
             # Fraction of a partition's rows a validation rule may quarantine before its check fails.
             reject_tolerance=float(env.get("MARKET_ETL_REJECT_TOLERANCE", "0")),
+            # Step retries of the stage assets (exponential backoff from this delay, with jitter).
+            stage_retries=int(env.get("MARKET_ETL_STAGE_RETRIES", "2")),
+            stage_retry_delay_seconds=float(env.get("MARKET_ETL_STAGE_RETRY_DELAY", "60")),
         )

@@ -11,13 +11,15 @@ RAW_TRADES_ZIP = dg.AssetKey(["raw", "trades_zip"])
 RAW_UNZIPPED_TRADES_CSV = dg.AssetKey(["raw_unzipped", "trades_csv"])
 
 
-def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_lake_assets(partitions_def: dg.PartitionsDefinition,
+                      retry_policy: dg.RetryPolicy | None = None) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=RAW_TRADES_ZIP,
         partitions_def=partitions_def,
         group_name="lake",
         kinds={"python", "s3"},
         pool=DOWNLOAD_POOL,
+        retry_policy=retry_policy,
         check_specs=[dg.AssetCheckSpec(
             "checksum_verified", asset=RAW_TRADES_ZIP,
             description="The archive's SHA-256 matched Binance's .CHECKSUM file. WARN when the "
@@ -42,6 +44,7 @@ def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         automation_condition=DOWNSTREAM_AUTOMATION,
         group_name="lake",
         kinds={"python", "s3", "csv"},
+        retry_policy=retry_policy,
         description=(
             "The archive's single CSV member (`{SYMBOL}-trades-{YYYY-MM}.csv`) in the raw_unzipped zone, "
             "streamed in bounded memory (ISA-L inflate; S3 multipart or temp file + rename, nothing partial "
