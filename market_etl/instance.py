@@ -23,10 +23,21 @@ def ensure_dagster_home() -> Path:
 
 
 def pool_limits(settings: Settings) -> dict[str, int]:
-    from market_etl.defs.partitions import DOWNLOAD_POOL
+    """Steps of each stage pool that may run at once, by runtime.
+
+    local: what one machine takes: `MARKET_ETL_DOWNLOAD_CONCURRENCY` downloads, `MARKET_ETL_UNZIP_CONCURRENCY`
+    unzips, one Spark stage (a local session wants every core). aws: the work runs in Glue, so every pool is
+    the Glue jobs' `max_concurrent_runs` (`MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS`, from Terraform's
+    glue_max_concurrent_runs): more steps than that would fail with ConcurrentRunsExceededException. Downloads
+    stay within `MARKET_ETL_DOWNLOAD_CONCURRENCY` on both runtimes: the limit is politeness towards Binance.
+    """
+    from market_etl.defs.partitions import DOWNLOAD_POOL, UNZIP_POOL
     from market_etl.defs.processed import SPARK_POOL
 
-    return {DOWNLOAD_POOL: settings.download_concurrency, SPARK_POOL: 1}
+    if settings.runtime == "aws":
+        glue = settings.glue_max_concurrent_runs
+        return {DOWNLOAD_POOL: min(settings.download_concurrency, glue), UNZIP_POOL: glue, SPARK_POOL: glue}
+    return {DOWNLOAD_POOL: settings.download_concurrency, UNZIP_POOL: settings.unzip_concurrency, SPARK_POOL: 1}
 
 
 def get_instance(settings: Settings):

@@ -48,6 +48,8 @@ class Settings:
     pipes_bucket: str | None = None
     glue_job_prefix: str = "market-etl-"
     reject_tolerance: float = 0.0
+    glue_max_concurrent_runs: int = 4
+    unzip_concurrency: int = 2
     stage_retries: int = 2
     stage_retry_delay_seconds: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -84,6 +86,10 @@ class Settings:
             glue_job_prefix=env.get("MARKET_ETL_GLUE_JOB_PREFIX", "market-etl-").strip(),
             # Fraction of a partition's rows a validation rule may quarantine before its check fails.
             reject_tolerance=float(env.get("MARKET_ETL_REJECT_TOLERANCE", "0")),
+            # aws: each Glue job's max_concurrent_runs (terraform var glue_max_concurrent_runs): the pools' limit there.
+            glue_max_concurrent_runs=int(env.get("MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS", "4")),
+            # local: unzip steps at once (each one inflates on one core and holds a bounded buffer).
+            unzip_concurrency=int(env.get("MARKET_ETL_UNZIP_CONCURRENCY", "2")),
             # Step retries of the stage assets (exponential backoff from this delay, with jitter).
             stage_retries=int(env.get("MARKET_ETL_STAGE_RETRIES", "2")),
             stage_retry_delay_seconds=float(env.get("MARKET_ETL_STAGE_RETRY_DELAY", "60")),

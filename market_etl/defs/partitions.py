@@ -4,6 +4,7 @@ from market_etl.core.keys import TradePartition
 from market_etl.settings import Settings
 
 DOWNLOAD_POOL = "binance_download"
+UNZIP_POOL = "unzip"
 
 
 def trade_partitions(settings: Settings) -> dg.MultiPartitionsDefinition:

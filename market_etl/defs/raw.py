@@ -3,7 +3,7 @@
 import dagster as dg
 
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
-from market_etl.defs.partitions import DOWNLOAD_POOL, partition_of
+from market_etl.defs.partitions import DOWNLOAD_POOL, UNZIP_POOL, partition_of
 from market_etl.resources import BinanceSource, LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
 
@@ -44,6 +44,7 @@ def build_lake_assets(partitions_def: dg.PartitionsDefinition,
         automation_condition=DOWNSTREAM_AUTOMATION,
         group_name="lake",
         kinds={"python", "s3", "csv"},
+        pool=UNZIP_POOL,
         retry_policy=retry_policy,
         description=(
             "The archive's single CSV member (`{SYMBOL}-trades-{YYYY-MM}.csv`) in the raw_unzipped zone, "
