@@ -42,7 +42,7 @@ variable "log_bucket_name" {
 }
 
 variable "glacier_transition_days" {
-  description = "Days after which objects under raw/ (the verified Binance zips) move to S3 Glacier Flexible Retrieval."
+  description = "Days after which objects under raw/ (the verified Binance zips) move to S3 Glacier Instant Retrieval (read without a restore, so reprocessing an old month needs no manual step)."
   type        = number
   default     = 90
 

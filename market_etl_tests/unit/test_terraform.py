@@ -414,6 +414,20 @@ def test_bucket_policy_denies_insecure_transport(bucket: str, arn: str) -> None:
     assert set(deny["resources"]) == {arn, f"{arn}/*"}
 
 
+# Storage classes whose objects GetObject refuses (InvalidObjectState) until restored.
+NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
+
+
+def test_no_object_a_stage_reads_goes_to_a_storage_class_that_needs_a_restore() -> None:
+    """Reprocessing an old month (unzip reads raw/, the ETL reads raw_unzipped/) must work without a manual step."""
+    rules = _resolve(_for_bucket("aws_s3_bucket_lifecycle_configuration", "lake")["rule"])
+    classes = {t["storage_class"] for rule in rules for key in ("transition", "noncurrent_version_transition")
+               for t in rule.get(key, [])}
+    assert classes and not classes & NEEDS_RESTORE, classes
+    # ... so no role needs to restore anything.
+    assert not any("RestoreObject" in path.read_text() for path in TF_DIR.glob("*.tf"))
+
+
 def test_lake_lifecycle() -> None:
     rules = _resolve(_for_bucket("aws_s3_bucket_lifecycle_configuration", "lake")["rule"])
     assert all(rule["status"] == "Enabled" for rule in rules)
@@ -426,8 +440,9 @@ def test_lake_lifecycle() -> None:
     assert len(by_prefix) == len(rules), "one rule per prefix"
 
     (transition,) = by_prefix["raw/"]["transition"]
-    assert (transition["storage_class"], transition["days"]) == ("GLACIER", "90")
-    # The small .meta.json sidecars stay readable (GetObject fails on archived objects).
+    # Glacier Instant Retrieval: an old month reprocesses without a restore (GetObject works as on Standard).
+    assert (transition["storage_class"], transition["days"]) == ("GLACIER_IR", "90")
+    # The small .meta.json sidecars stay in Standard (each one would be billed as 128 KiB in Glacier IR).
     (raw_filter,) = by_prefix["raw/"]["filter"][0]["and"]
     assert int(raw_filter["object_size_greater_than"]) >= 4096
     assert "expiration" not in by_prefix["raw/"], "raw/ is the source of truth: archived, never expired"
