@@ -8,16 +8,20 @@ from pathlib import Path
 from market_etl.settings import Settings
 
 SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+#: The long-running instance: PostgreSQL storage, queued runs (README, "Running Dagster long-term").
+PRODUCTION_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "deploy" / "production" / "dagster.yaml"
 DEFAULT_HOME = ".dagster_home"
 
 
-def ensure_dagster_home() -> Path:
-    """Point DAGSTER_HOME at a directory with a dagster.yaml (Dagster warns on every command otherwise)."""
+def ensure_dagster_home(production: bool = False) -> Path:
+    """Point DAGSTER_HOME at a directory with a dagster.yaml (Dagster warns on every command otherwise).
+
+    An existing dagster.yaml is kept; a new home gets the local one, or the production one (`production`)."""
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists():
-        shutil.copyfile(SHIPPED_DAGSTER_YAML, target)
+        shutil.copyfile(PRODUCTION_DAGSTER_YAML if production else SHIPPED_DAGSTER_YAML, target)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -40,11 +44,11 @@ def pool_limits(settings: Settings) -> dict[str, int]:
     return {DOWNLOAD_POOL: settings.download_concurrency, UNZIP_POOL: settings.unzip_concurrency, SPARK_POOL: 1}
 
 
-def get_instance(settings: Settings):
+def get_instance(settings: Settings, production: bool = False):
     """The persistent instance, with pool limits applied (idempotent)."""
     import dagster as dg
 
-    ensure_dagster_home()
+    ensure_dagster_home(production)
     instance = dg.DagsterInstance.get()
     for pool, limit in pool_limits(settings).items():
         instance.event_log_storage.set_concurrency_slots(pool, limit)
