@@ -5,6 +5,7 @@ Built lazily by Dagster, so settings are read when the location loads, not at im
 
 import dagster as dg
 
+from market_etl.defs.alerts import build_alert_sensor
 from market_etl.defs.analytics import build_analytics_assets
 from market_etl.defs.raw import build_lake_assets
 from market_etl.defs.partitions import stage_retry_policy, trade_partitions
@@ -24,7 +25,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *build_analytics_assets(partitions),
         ],
         resources=build_resources(settings),
-        sensors=build_sensors(settings, partitions),
+        sensors=[*build_sensors(settings, partitions), build_alert_sensor()],
         # A run is one partition's chain: its steps are sequential anyway, and the heavy work already runs in
         # stage subprocesses (or Glue). A process per step only added ~20 s of Python start-up to each of the
         # ~10 steps of every run; pools still apply per step.

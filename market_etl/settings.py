@@ -50,6 +50,8 @@ class Settings:
     reject_tolerance: float = 0.0
     glue_max_concurrent_runs: int = 4
     unzip_concurrency: int = 2
+    alerts_topic_arn: str | None = None
+    athena_workgroup: str = "market-etl"
     stage_retries: int = 2
     stage_retry_delay_seconds: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -62,7 +64,14 @@ class Settings:
             raise ValueError(f"MARKET_ETL_RUNTIME={runtime!r}: expected one of {', '.join(RUNTIMES)}")
         lake = env.get("MARKET_ETL_LAKE", "./data/lake").strip()
         if runtime == "aws" and not lake.startswith("s3://"):
-            raise ValueError("MARKET_ETL_RUNTIME=aws needs MARKET_ETL_LAKE=s3://bucket/prefix")
+            raise ValueError("MARKET_ETL_RUNTIME=aws needs MARKET_ETL_LAKE=s3://<bucket>/")
+        if runtime == "aws" and lake[len("s3://"):].split("/", 1)[1:] not in ([], [""]):
+            # terraform/ grants each Glue role its zones at the bucket root (raw/, processed/, ...): under a
+            # prefix every job would be denied halfway through a run. Refused here, before anything starts.
+            raise ValueError(
+                f"MARKET_ETL_LAKE={lake}: on the aws runtime the lake is a whole bucket, s3://<bucket>/ (the "
+                f"Terraform stack's IAM grants the zones at the bucket root; `terraform output dagster_environment` "
+                f"prints the value to use). A lake under a prefix works on the local runtime only.")
         if not lake.startswith("s3://"):
             lake = str(Path(lake).expanduser().resolve())
         return cls(
@@ -90,6 +99,10 @@ class Settings:
             glue_max_concurrent_runs=int(env.get("MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS", "4")),
             # local: unzip steps at once (each one inflates on one core and holds a bounded buffer).
             unzip_concurrency=int(env.get("MARKET_ETL_UNZIP_CONCURRENCY", "2")),
+            # aws: failed runs are published to this SNS topic (terraform output alerts_topic_arn); else logged.
+            alerts_topic_arn=env.get("MARKET_ETL_ALERTS_TOPIC_ARN") or None,
+            # aws: the Athena workgroup queries run in (terraform/athena.tf: named after project_name).
+            athena_workgroup=env.get("MARKET_ETL_ATHENA_WORKGROUP", "market-etl").strip(),
             # Step retries of the stage assets (exponential backoff from this delay, with jitter).
             stage_retries=int(env.get("MARKET_ETL_STAGE_RETRIES", "2")),
             stage_retry_delay_seconds=float(env.get("MARKET_ETL_STAGE_RETRY_DELAY", "60")),

@@ -249,3 +249,16 @@ variable "dagster_pipes_version_glue_etl" {
   type        = string
   default     = "1.13.27"
 }
+
+# --- alerting ---------------------------------------------------------------
+
+variable "alert_email" {
+  description = "E-mail address subscribed to the alerts topic (Glue job failures, failed Dagster runs). Null: no subscription; subscribe anything else to the alerts_topic_arn output."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an e-mail address or null."
+  }
+}
