@@ -9,12 +9,15 @@ Nothing becomes visible in the raw zone unless the digest matches.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
+import ipaddress
 import logging
 import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -43,7 +46,55 @@ class ChecksumMismatch(DownloadError):
 
 
 class TransientError(RuntimeError):
-    """Worth another try: 5xx, connection errors, timeouts, truncated bodies."""
+    """Worth another try: 5xx, connection errors, timeouts, truncated bodies.
+
+    `retry_after`: seconds the server asked to wait (its Retry-After header), if it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: The longest Retry-After honoured: a server asking for more is waited on this long, then tried again.
+MAX_RETRY_AFTER_SECONDS = 300.0
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (delay-seconds or an HTTP date) as seconds from now; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def check_base_url(base_url: str) -> None:
+    """https, or plain http to a loopback mirror only: archives and checksums must not travel in clear text.
+
+    The SHA-256 check catches a corrupted archive, not a forged archive served with its forged CHECKSUM."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname:
+        host = parts.hostname
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return
+        raise DownloadError(
+            f"{base_url}: plain http is accepted only for a mirror on loopback (127.0.0.1, ::1, localhost); "
+            f"use https for {host}")
+    raise DownloadError(f"{base_url}: expected an https:// URL (or http:// to a loopback mirror)")
 
 
 @dataclass(frozen=True)
@@ -89,6 +140,8 @@ def _with_retries(what: str, policy: RetryPolicy, fn: Callable[[], object], slee
             if attempt == policy.attempts:
                 raise DownloadError(f"{what}: giving up after {attempt} attempts: {err}") from err
             delay = policy.delay(attempt)
+            if err.retry_after is not None:  # the server said when: never earlier than that
+                delay = max(delay, min(err.retry_after, MAX_RETRY_AFTER_SECONDS))
             log.warning("%s: attempt %d failed (%s); retrying in %.1fs", what, attempt, err, delay)
             sleep(delay)
     raise AssertionError("unreachable")
@@ -96,7 +149,8 @@ def _with_retries(what: str, policy: RetryPolicy, fn: Callable[[], object], slee
 
 def _check_status(resp: requests.Response, url: str) -> None:
     if resp.status_code >= 500 or resp.status_code == 429:
-        raise TransientError(f"HTTP {resp.status_code} from {url}")
+        raise TransientError(f"HTTP {resp.status_code} from {url}",
+                             retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
     if resp.status_code != 200 and resp.status_code != 404:
         raise DownloadError(f"unexpected HTTP {resp.status_code} from {url}")
 
@@ -111,7 +165,7 @@ def _request(session: requests.Session, method: str, url: str, timeout) -> reque
 
 
 def fetch_expected_sha256(session, base_url: str, partition: TradePartition, timeout,
-                          policy: RetryPolicy, allow_missing: bool) -> str | None:
+                          policy: RetryPolicy, allow_missing: bool, sleep=time.sleep) -> str | None:
     url = checksum_url(base_url, partition)
 
     def get():
@@ -121,11 +175,11 @@ def fetch_expected_sha256(session, base_url: str, partition: TradePartition, tim
         except requests.RequestException as err:
             raise TransientError(f"reading {url}: {err}") from err
 
-    (status, text), _ = _with_retries(f"GET {url}", policy, get)
+    (status, text), _ = _with_retries(f"GET {url}", policy, get, sleep)
     if status == 200:
         return parse_checksum(text, archive_name(partition))
     (head, _) = _with_retries(f"HEAD {archive_url(base_url, partition)}", policy,
-                              lambda: _request(session, "HEAD", archive_url(base_url, partition), timeout))
+                              lambda: _request(session, "HEAD", archive_url(base_url, partition), timeout), sleep)
     if head.status_code == 404:
         raise NotPublished(
             f"{partition}: {archive_name(partition)} is not published yet at {base_url} "
@@ -149,12 +203,14 @@ def download_archive(
     timeout: tuple[float, float] = (10.0, 30.0),
     policy: RetryPolicy = RetryPolicy(),
     session: requests.Session | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> DownloadResult:
+    check_base_url(base_url)
     session = session or requests.Session()
     key = lake_key(Zone.RAW, partition)
     url = archive_url(base_url, partition)
     started = time.monotonic()
-    expected = fetch_expected_sha256(session, base_url, partition, timeout, policy, allow_missing_checksum)
+    expected = fetch_expected_sha256(session, base_url, partition, timeout, policy, allow_missing_checksum, sleep)
 
     previous = lake.read_meta(key) if lake.exists(key) else None
     previous_sha = previous.get("sha256") if previous else None
@@ -190,7 +246,7 @@ def download_archive(
             lake.delete_meta(key)
         return actual, out.bytes_written, resp.headers.get("Last-Modified")
 
-    (actual, size, last_modified), attempts = _with_retries(f"GET {url}", policy, stream_once)
+    (actual, size, last_modified), attempts = _with_retries(f"GET {url}", policy, stream_once, sleep)
     lake.write_meta(key, {
         "sha256": actual,
         "source_url": url,

@@ -2,7 +2,8 @@
 import pytest
 
 from market_etl.core.download import (
-    ChecksumMismatch, ChecksumMissing, DownloadError, NotPublished, RetryPolicy, download_archive,
+    MAX_RETRY_AFTER_SECONDS, ChecksumMismatch, ChecksumMissing, DownloadError, NotPublished, RetryPolicy,
+    check_base_url, download_archive,
 )
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl_devtools.mirror.generate import generate_month
@@ -110,3 +111,33 @@ def test_same_digest_is_skipped_and_republish_replaces(mirror, any_lake, tmp_pat
     assert (replaced.status, replaced.previous_sha256, replaced.sha256) == ("replaced", first.sha256,
                                                                             republished.sha256)
     assert any_lake.read_meta(lake_key(Zone.RAW, PART))["previous_sha256"] == first.sha256
+
+
+def test_retry_after_is_honoured(mirror, local_lake):
+    """A 503 (or 429) with Retry-After: the next attempt waits that long, not the policy's short backoff."""
+    mirror.set_fault(ZIP, "status", status=503, retry_after=7, times=1)
+    waits = []
+    result = _download(mirror, local_lake, sleep=waits.append)
+    assert result.sha256 == mirror.generated.sha256
+    assert waits == [7.0]  # FAST's own backoff would be ~0.01 s
+
+
+def test_retry_after_is_capped(mirror, local_lake):
+    mirror.set_fault(ZIP, "status", status=429, retry_after=86400, times=1)
+    waits = []
+    _download(mirror, local_lake, sleep=waits.append)
+    assert waits == [MAX_RETRY_AFTER_SECONDS]
+
+
+@pytest.mark.parametrize("base_url", ["http://data.binance.vision", "http://10.0.0.5:8000", "ftp://127.0.0.1/",
+                                      "data.binance.vision"])
+def test_plain_http_is_refused_unless_the_mirror_is_on_loopback(base_url, local_lake):
+    with pytest.raises(DownloadError, match="loopback"):
+        download_archive(PART, base_url, local_lake, policy=FAST)
+    assert _raw_objects(local_lake) == []
+
+
+@pytest.mark.parametrize("base_url", ["https://data.binance.vision", "http://127.0.0.1:8000", "http://[::1]:8000",
+                                      "http://localhost:8000"])
+def test_https_and_loopback_mirrors_are_accepted(base_url):
+    check_base_url(base_url)

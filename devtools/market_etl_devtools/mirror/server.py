@@ -34,7 +34,7 @@ S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 #: status -> status (default 503); truncate -> after_bytes (default half the
 #: body); stall -> seconds (default 30) and after_bytes sent first (default 0).
 FAULT_PARAMS: dict[str, dict[str, type]] = {
-    "status": {"status": int},
+    "status": {"status": int, "retry_after": int},
     "truncate": {"after_bytes": int},
     "stall": {"seconds": float, "after_bytes": int},
     "wrong_checksum": {},
@@ -287,7 +287,9 @@ class MirrorServer:
         kind = fault.kind if fault else None
         if fault is not None and fault.kind == "status":
             status = int(fault.params.get("status", 503))
-            self._respond(handler, method, path, status, f"injected {status}\n".encode())
+            retry_after = fault.params.get("retry_after")
+            headers = {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+            self._respond(handler, method, path, status, f"injected {status}\n".encode(), headers=headers)
             return
         if kind in ("not_found", "missing_checksum") or not target.is_file():
             self._respond(handler, method, path, 404, b"not found\n")
@@ -329,12 +331,15 @@ class MirrorServer:
         handler.end_headers()
 
     def _respond(
-        self, handler: _Handler, method: str, path: str, status: int, payload: bytes, content_type: str = "text/plain"
+        self, handler: _Handler, method: str, path: str, status: int, payload: bytes, content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
     ) -> None:
         if not path.startswith(CONTROL_PREFIX):
             self._record(method, path, status)
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         if method != "HEAD":
