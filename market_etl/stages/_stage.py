@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -39,6 +40,13 @@ def _bool_value(text: str) -> bool:
 def flag_argument(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     """A boolean flag that reads `--name` (local) and `--name true|false` (Glue passes every argument with a value)."""
     parser.add_argument(name, nargs="?", const=True, default=False, type=_bool_value, help=help)
+
+
+def abort_writes_on_sigterm() -> None:
+    """Dagster (a cancelled run) and Glue (a timeout) stop a stage with SIGTERM: turn it into SystemExit, so the
+    open write unwinds and aborts its multipart upload or removes its temporary file (the default action would
+    end the process on the spot and leave the upload to the bucket's lifecycle rule)."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
@@ -109,4 +117,4 @@ def _open_pipes(argv: Sequence[str] | None = None):
     return open_dagster_pipes()
 
 
-__all__ = ["STAGE_ERROR_PREFIX", "PipesContext", "flag_argument", "open_stage_pipes", "parse_stage_args", "stage_parser"]
+__all__ = ["STAGE_ERROR_PREFIX", "PipesContext", "abort_writes_on_sigterm", "flag_argument", "open_stage_pipes", "parse_stage_args", "stage_parser"]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from market_etl.core.download import RetryPolicy, download_archive
-from market_etl.stages._stage import flag_argument, open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.stages._stage import (abort_writes_on_sigterm, flag_argument, open_stage_pipes, parse_stage_args,
+                                     stage_parser)
 from market_etl.lake import open_lake
 
 
@@ -15,6 +16,7 @@ def main(argv=None) -> None:
     parser.add_argument("--attempts", type=int, default=5)
     parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")
     args = parse_stage_args(parser, argv)
+    abort_writes_on_sigterm()
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
         pipes.log.info(f"downloading {args.partition} from {args.base_url}")

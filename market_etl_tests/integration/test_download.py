@@ -141,3 +141,39 @@ def test_plain_http_is_refused_unless_the_mirror_is_on_loopback(base_url, local_
                                       "http://localhost:8000"])
 def test_https_and_loopback_mirrors_are_accepted(base_url):
     check_base_url(base_url)
+
+
+def test_download_stage_stopped_with_sigterm_leaves_no_upload(s3_lake, moto_endpoint, tmp_path):
+    """Dagster cancelling a run and Glue timing the job out send SIGTERM: the download stage aborts its multipart
+    upload on the way out (without the handler, the process dies on the spot and the upload stays behind)."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import urlsplit
+
+    from market_etl.core.binance import archive_url
+    from market_etl.core.multipart import DEFAULT_PART_SIZE
+
+    # An archive bigger than one part, so the stage has a multipart upload open when the server stalls.
+    root = tmp_path / "big-mirror"
+    body = os.urandom(DEFAULT_PART_SIZE + (1 << 20))
+    zip_path = root / urlsplit(archive_url("http://x", PART)).path.lstrip("/")
+    zip_path.parent.mkdir(parents=True)
+    zip_path.write_bytes(body)
+    zip_path.with_name(zip_path.name + ".CHECKSUM").write_text(f"{hashlib.sha256(body).hexdigest()}  {ZIP}")
+    with MirrorServer(root) as server:
+        server.set_fault(ZIP, "stall", seconds=60, after_bytes=DEFAULT_PART_SIZE + 1000)
+        proc = subprocess.Popen([sys.executable, "-m", "market_etl.stages.download", "--symbol", PART.symbol,
+                                 "--month", PART.month, "--lake", s3_lake.url, "--s3-endpoint-url", moto_endpoint,
+                                 "--base-url", server.base_url], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not s3_lake.pending_writes("raw/"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert s3_lake.pending_writes("raw/") == []
+    assert _raw_objects(s3_lake) == []
