@@ -1,4 +1,6 @@
 """The raw zone's download against the real loopback mirror (RELIABILITY cases 1-6 and 8)."""
+import time
+
 import pytest
 
 from market_etl.core.download import (
@@ -177,3 +179,37 @@ def test_download_stage_stopped_with_sigterm_leaves_no_upload(s3_lake, moto_endp
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert s3_lake.pending_writes("raw/") == []
     assert _raw_objects(s3_lake) == []
+
+
+def test_truncated_body_resumes_with_a_range_request_and_the_digest_spans_the_whole_file(mirror, any_lake):
+    """A body broken off after 1000 bytes: the next attempt asks for `bytes=1000-`, appends to the same write,
+    and the SHA-256 (checked against the CHECKSUM) runs over all of it."""
+    mirror.set_fault(ZIP, "truncate", after_bytes=1000, times=1)
+    result = _download(mirror, any_lake)
+    assert result.attempts == 2 and result.sha256 == mirror.generated.sha256
+    assert mirror.range_starts(ZIP) == [1000]
+    with any_lake.open_read(lake_key(Zone.RAW, PART)) as f:
+        assert f.read() == mirror.generated.zip_path.read_bytes()
+    assert any_lake.pending_writes() == []
+
+
+def test_a_server_without_range_support_gets_a_fresh_download(tmp_path, local_lake):
+    generated = generate_month(tmp_path / "m", PART.symbol, PART.month, trades_per_day=200, seed=1)
+    with MirrorServer(tmp_path / "m", accept_ranges=False) as server:
+        server.set_fault(ZIP, "truncate", after_bytes=1000, times=1)
+        result = download_archive(PART, server.base_url, local_lake, policy=FAST, timeout=(2.0, 2.0))
+        assert server.range_starts(ZIP) == []
+    assert result.attempts == 2 and result.sha256 == generated.sha256
+    assert local_lake.pending_writes() == []
+
+
+def test_slow_drip_is_ended_by_the_deadline_per_attempt(mirror, local_lake):
+    """Bytes keep coming, every read well within the read timeout, and the body would take minutes: the attempt
+    ends at its deadline and the next one resumes from what it received."""
+    mirror.set_fault(ZIP, "drip", chunk_bytes=16, interval=0.02, times=1)
+    started = time.monotonic()
+    result = _download(mirror, local_lake, timeout=(2.0, 1.0), attempt_deadline=1.5)
+    assert time.monotonic() - started < 15
+    assert result.attempts == 2 and result.sha256 == mirror.generated.sha256
+    [resumed_from] = mirror.range_starts(ZIP)
+    assert 0 < resumed_from < mirror.generated.zip_path.stat().st_size
