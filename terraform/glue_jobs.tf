@@ -1,4 +1,4 @@
-# The three stage jobs, their scripts and the project wheel.
+# The three stage jobs and the artifacts they run (built by `make package`).
 #
 # Dagster launches them with PipesGlueClient (one run per symbol x month
 # partition) and passes every run argument; the defaults below are only the
@@ -6,14 +6,17 @@
 # - job bookmarks disabled: the Dagster partition, not a bookmark, is the unit
 #   of idempotency (a bookmark would make a re-run of a processed input read
 #   nothing);
-# - max_retries = 0: Dagster's RetryPolicy retries, with backoff, and sees
+# - max_retries = 0: Dagster's RetryPolicy on each stage asset retries, with
+#   exponential backoff and jitter (MARKET_ETL_STAGE_RETRIES/_DELAY), and sees
 #   every attempt; Glue retrying underneath would hide them;
 # - the security configuration (encrypted S3 writes, logs and bookmarks);
 # - a timeout, so a stalled run fails instead of holding a slot for 48 hours;
-# - max_concurrent_runs > 1, so a backfill's parallel runs are accepted.
+# - max_concurrent_runs > 1, so a backfill's parallel runs are accepted;
+#   Dagster's pools on aws take the same number (MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS,
+#   printed by `terraform output dagster_environment`).
 #
-# The scripts are uploaded from the repo; they import only dagster_pipes and
-# the project's core package, never dagster itself.
+# The scripts import only dagster_pipes and the project's own modules, never
+# dagster itself.
 
 # =============================================================================
 # Artifacts: what `make package` builds into dist/glue/, exactly that
