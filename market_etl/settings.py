@@ -40,6 +40,7 @@ class Settings:
     http_timeout_seconds: float = 30.0
     http_attempts: int = 5
     retry_backoff_seconds: float = 1.0
+    http_attempt_deadline_seconds: float = 1800.0
     s3_endpoint_url: str | None = None
     aws_region: str | None = None
     listing_url: str = DEFAULT_LISTING_URL
@@ -85,6 +86,7 @@ class Settings:
             http_timeout_seconds=float(env.get("MARKET_ETL_HTTP_TIMEOUT", "30")),
             http_attempts=int(env.get("MARKET_ETL_HTTP_ATTEMPTS", "5")),
             retry_backoff_seconds=float(env.get("MARKET_ETL_RETRY_BACKOFF", "1.0")),
+            http_attempt_deadline_seconds=float(env.get("MARKET_ETL_HTTP_ATTEMPT_DEADLINE", "1800")),
             s3_endpoint_url=env.get("MARKET_ETL_S3_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             listing_url=env.get("BINANCE_LISTING_URL", DEFAULT_LISTING_URL).rstrip("/"),

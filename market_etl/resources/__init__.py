@@ -16,6 +16,7 @@ def build_resources(settings: Settings) -> dict:
         timeout_seconds=settings.http_timeout_seconds,
         attempts=settings.http_attempts,
         backoff_seconds=settings.retry_backoff_seconds,
+        attempt_deadline_seconds=settings.http_attempt_deadline_seconds,
     )
     stages = LocalStageLauncher() if settings.runtime == "local" else glue_stage_launcher(settings)
     return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings),

@@ -31,10 +31,12 @@ class BinanceSource(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     attempts: int = 5
     backoff_seconds: float = 1.0
+    attempt_deadline_seconds: float = 1800.0
 
     def stage_args(self) -> list[str]:
         args = ["--base-url", self.base_url, "--timeout", str(self.timeout_seconds),
-                "--attempts", str(self.attempts), "--backoff", str(self.backoff_seconds)]
+                "--attempts", str(self.attempts), "--backoff", str(self.backoff_seconds),
+                "--attempt-deadline", str(self.attempt_deadline_seconds)]
         if self.allow_missing_checksum:
             args.append("--allow-missing-checksum")
         return args

@@ -1,7 +1,7 @@
 """Stage: download one monthly trades archive into the raw zone (local subprocess or Glue job)."""
 from __future__ import annotations
 
-from market_etl.core.download import RetryPolicy, download_archive
+from market_etl.core.download import DEFAULT_ATTEMPT_DEADLINE_SECONDS, RetryPolicy, download_archive
 from market_etl.stages._stage import (abort_writes_on_sigterm, flag_argument, open_stage_pipes, parse_stage_args,
                                      stage_parser)
 from market_etl.lake import open_lake
@@ -15,6 +15,8 @@ def main(argv=None) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, seconds")
     parser.add_argument("--attempts", type=int, default=5)
     parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")
+    parser.add_argument("--attempt-deadline", type=float, default=DEFAULT_ATTEMPT_DEADLINE_SECONDS,
+                        help="longest one attempt of the archive's GET may take, seconds (ends a slow drip)")
     args = parse_stage_args(parser, argv)
     abort_writes_on_sigterm()
     with open_stage_pipes(argv) as pipes:
@@ -25,6 +27,7 @@ def main(argv=None) -> None:
             allow_missing_checksum=args.allow_missing_checksum,
             timeout=(10.0, args.timeout),
             policy=RetryPolicy(attempts=args.attempts, backoff_seconds=args.backoff),
+            attempt_deadline=args.attempt_deadline,
         )
         if result.status == "up_to_date":
             pipes.log.info(f"{args.partition}: up to date (sha256 {result.sha256}); nothing downloaded")

@@ -213,3 +213,11 @@ def test_slow_drip_is_ended_by_the_deadline_per_attempt(mirror, local_lake):
     assert result.attempts == 2 and result.sha256 == mirror.generated.sha256
     [resumed_from] = mirror.range_starts(ZIP)
     assert 0 < resumed_from < mirror.generated.zip_path.stat().st_size
+
+
+def test_attempt_deadline_setting_reaches_the_download_stage():
+    from market_etl.resources import build_resources
+    from market_etl.settings import Settings
+
+    args = build_resources(Settings.from_env({"MARKET_ETL_HTTP_ATTEMPT_DEADLINE": "42"}))["binance"].stage_args()
+    assert args[args.index("--attempt-deadline") + 1] == "42.0"
