@@ -21,7 +21,7 @@ What it simulates, and how:
 - `get_job_run` reports RUNNING, SUCCEEDED or FAILED (exit code; the output's tail as
   `ErrorMessage`) from that process; `batch_stop_job_run` kills it and reports STOPPED.
 - It does not simulate Glue's runtimes: every job runs on this Python (3.11), not the
-  Python shell's 3.9 (test_glue_runtime.py checks the 3.9 grammar separately), and a
+  Python shell's 3.9 (unit/test_package.py checks the bundle with vermin), and a
   Spark job (`glueetl`) builds a local Spark session.
 - Spark jobs and S3: NOT the real thing. Glue's Spark reads and writes `s3://` through
   EMRFS; no S3 filesystem for Spark can be installed here. Given `spark_s3_root`, the
