@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo dev test test-e2e bench clean
+.PHONY: setup demo dev test test-e2e bench package clean
 
 $(STAMP): pyproject.toml devtools/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,11 @@ bench: setup
 	$(BIN)/market-etl bench pipeline $(BENCH_ARGS)
 	$(BIN)/market-etl bench query
 
+# Every Glue artifact into dist/glue/ (stage scripts, the Python shell 3.9 bundle, the runtime wheel for the
+# Spark job); checks the Python shell wheels exist for CPython 3.9 and the bundle's 3.9 compatibility (vermin).
+# terraform/ uploads exactly these: run it before `terraform apply`.
+package: setup
+	$(BIN)/python -m market_etl_devtools.package --dist dist
+
 clean:
-	rm -rf $(VENV) data .dagster_home
+	rm -rf $(VENV) data .dagster_home dist

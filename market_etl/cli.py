@@ -11,7 +11,7 @@ def _init_home(args) -> int:
     from market_etl.instance import get_instance
     from market_etl.settings import Settings
 
-    instance = get_instance(Settings.from_env())
+    instance = get_instance(Settings.from_env(), production=args.production)
     print(f"DAGSTER_HOME ready: {instance.root_directory}")
     return 0
 
@@ -45,6 +45,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     query_cli.register(sub)
 
     home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
+    home.add_argument("--production", action="store_true",
+                      help="a new $DAGSTER_HOME gets deploy/production/dagster.yaml (PostgreSQL, queued runs; "
+                           "needs DAGSTER_POSTGRES_URL) instead of the local one")
     home.set_defaults(func=_init_home)
 
     if argv is not None and _command_of(argv) not in DEVTOOLS_COMMANDS:

@@ -5,9 +5,10 @@ Built lazily by Dagster, so settings are read when the location loads, not at im
 
 import dagster as dg
 
+from market_etl.defs.alerts import build_alert_sensor
 from market_etl.defs.analytics import build_analytics_assets
 from market_etl.defs.raw import build_lake_assets
-from market_etl.defs.partitions import trade_partitions
+from market_etl.defs.partitions import stage_retry_policy, trade_partitions
 from market_etl.defs.processed import build_processed_assets
 from market_etl.defs.sensors import build_sensors
 from market_etl.resources import build_resources
@@ -16,14 +17,15 @@ from market_etl.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = trade_partitions(settings)
+    retries = stage_retry_policy(settings)
     return dg.Definitions(
         assets=[
-            *build_lake_assets(partitions),
-            *build_processed_assets(partitions, settings.reject_tolerance),
+            *build_lake_assets(partitions, retries),
+            *build_processed_assets(partitions, settings.reject_tolerance, retries),
             *build_analytics_assets(partitions),
         ],
         resources=build_resources(settings),
-        sensors=build_sensors(settings, partitions),
+        sensors=[*build_sensors(settings, partitions), build_alert_sensor()],
         # A run is one partition's chain: its steps are sequential anyway, and the heavy work already runs in
         # stage subprocesses (or Glue). A process per step only added ~20 s of Python start-up to each of the
         # ~10 steps of every run; pools still apply per step.

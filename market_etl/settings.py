@@ -46,6 +46,7 @@ class Settings:
     http_timeout_seconds: float = defaults.HTTP_TIMEOUT_SECONDS
     http_attempts: int = defaults.HTTP_ATTEMPTS
     retry_backoff_seconds: float = defaults.RETRY_BACKOFF_SECONDS
+    http_attempt_deadline_seconds: float = defaults.HTTP_ATTEMPT_DEADLINE_SECONDS
     s3_endpoint_url: str | None = None
     aws_region: str | None = None
     listing_url: str = defaults.BINANCE_LISTING_URL
@@ -54,6 +55,12 @@ class Settings:
     pipes_bucket: str | None = None
     glue_job_prefix: str = defaults.GLUE_JOB_PREFIX
     reject_tolerance: float = defaults.REJECT_TOLERANCE
+    glue_max_concurrent_runs: int = defaults.GLUE_MAX_CONCURRENT_RUNS
+    unzip_concurrency: int = defaults.UNZIP_CONCURRENCY
+    alerts_topic_arn: str | None = None
+    athena_workgroup: str = defaults.ATHENA_WORKGROUP
+    stage_retries: int = defaults.STAGE_RETRIES
+    stage_retry_delay_seconds: float = defaults.STAGE_RETRY_DELAY_SECONDS
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,7 +71,14 @@ class Settings:
             raise ValueError(f"MARKET_ETL_RUNTIME={runtime!r}: expected one of {', '.join(RUNTIMES)}")
         lake = _read(env, "MARKET_ETL_LAKE", defaults.LAKE, str).strip()
         if runtime == "aws" and not lake.startswith("s3://"):
-            raise ValueError("MARKET_ETL_RUNTIME=aws needs MARKET_ETL_LAKE=s3://bucket/prefix")
+            raise ValueError("MARKET_ETL_RUNTIME=aws needs MARKET_ETL_LAKE=s3://<bucket>/")
+        if runtime == "aws" and lake[len("s3://"):].split("/", 1)[1:] not in ([], [""]):
+            # terraform/ grants each Glue role its zones at the bucket root (raw/, processed/, ...): under a
+            # prefix every job would be denied halfway through a run. Refused here, before anything starts.
+            raise ValueError(
+                f"MARKET_ETL_LAKE={lake}: on the aws runtime the lake is a whole bucket, s3://<bucket>/ (the "
+                f"Terraform stack's IAM grants the zones at the bucket root; `terraform output dagster_environment` "
+                f"prints the value to use). A lake under a prefix works on the local runtime only.")
         if not lake.startswith("s3://"):
             lake = str(Path(lake).expanduser().resolve())
         return cls(
@@ -79,6 +93,8 @@ class Settings:
             http_timeout_seconds=_read(env, "MARKET_ETL_HTTP_TIMEOUT", defaults.HTTP_TIMEOUT_SECONDS, float),
             http_attempts=_read(env, "MARKET_ETL_HTTP_ATTEMPTS", defaults.HTTP_ATTEMPTS, int),
             retry_backoff_seconds=_read(env, "MARKET_ETL_RETRY_BACKOFF", defaults.RETRY_BACKOFF_SECONDS, float),
+            http_attempt_deadline_seconds=_read(env, "MARKET_ETL_HTTP_ATTEMPT_DEADLINE",
+                                                defaults.HTTP_ATTEMPT_DEADLINE_SECONDS, float),
             s3_endpoint_url=env.get("MARKET_ETL_S3_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             listing_url=_read(env, "BINANCE_LISTING_URL", defaults.BINANCE_LISTING_URL, str).rstrip("/"),
@@ -88,4 +104,17 @@ class Settings:
             pipes_bucket=env.get("MARKET_ETL_PIPES_BUCKET") or _bucket_of(lake),
             glue_job_prefix=_read(env, "MARKET_ETL_GLUE_JOB_PREFIX", defaults.GLUE_JOB_PREFIX, str).strip(),
             reject_tolerance=_read(env, "MARKET_ETL_REJECT_TOLERANCE", defaults.REJECT_TOLERANCE, float),
+            # aws: each Glue job's max_concurrent_runs (terraform var glue_max_concurrent_runs): the pools' limit there.
+            glue_max_concurrent_runs=_read(env, "MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS", defaults.GLUE_MAX_CONCURRENT_RUNS,
+                                           int),
+            # local: unzip steps at once (each one inflates on one core and holds a bounded buffer).
+            unzip_concurrency=_read(env, "MARKET_ETL_UNZIP_CONCURRENCY", defaults.UNZIP_CONCURRENCY, int),
+            # aws: failed runs are published to this SNS topic (terraform output alerts_topic_arn); else logged.
+            alerts_topic_arn=env.get("MARKET_ETL_ALERTS_TOPIC_ARN") or None,
+            # aws: the Athena workgroup queries run in (terraform/athena.tf: named after project_name).
+            athena_workgroup=_read(env, "MARKET_ETL_ATHENA_WORKGROUP", defaults.ATHENA_WORKGROUP, str).strip(),
+            # Step retries of the stage assets (exponential backoff from this delay, with jitter).
+            stage_retries=_read(env, "MARKET_ETL_STAGE_RETRIES", defaults.STAGE_RETRIES, int),
+            stage_retry_delay_seconds=_read(env, "MARKET_ETL_STAGE_RETRY_DELAY", defaults.STAGE_RETRY_DELAY_SECONDS,
+                                            float),
         )

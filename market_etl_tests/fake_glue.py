@@ -10,12 +10,18 @@ What it simulates, and how:
 - `start_job_run` reads the job from moto (`Command.ScriptLocation`), downloads that
   script from moto's S3 and runs `python <script> <DefaultArguments + Arguments + Glue's
   --JOB_ID/--JOB_RUN_ID/--JOB_NAME>` in a scratch directory, with `AWS_ENDPOINT_URL` set
-  to moto (boto3 honours it: every AWS call of the job goes to loopback) and the repo on
-  `PYTHONPATH` (what `--extra-py-files`/`--additional-python-modules` give the real job).
+  to moto (boto3 honours it: every AWS call of the job goes to loopback).
+- The jobs are deployed from what `make package` builds (`deploy_stage_jobs`): a Python
+  shell job gets its `--extra-py-files` (the Python shell bundle) downloaded from moto's
+  S3 and put on `PYTHONPATH`, and runs with `python -S` plus this venv's site-packages for
+  the third-party modules, so `market_etl` comes from the bundle only: a module the bundle
+  lacks fails the job as it would on Glue. A Spark job gets the repo on `PYTHONPATH`.
+- `fail_first_runs` (job name -> N): the first N runs of that job in this work directory fail
+  as a transient Glue fault does (FAILED before the script starts), to test retries.
 - `get_job_run` reports RUNNING, SUCCEEDED or FAILED (exit code; the output's tail as
   `ErrorMessage`) from that process; `batch_stop_job_run` kills it and reports STOPPED.
 - It does not simulate Glue's runtimes: every job runs on this Python (3.11), not the
-  Python shell's 3.9 (test_glue_runtime.py checks the 3.9 grammar separately), and a
+  Python shell's 3.9 (unit/test_package.py checks the bundle with vermin), and a
   Spark job (`glueetl`) builds a local Spark session.
 - Spark jobs and S3: NOT the real thing. Glue's Spark reads and writes `s3://` through
   EMRFS; no S3 filesystem for Spark can be installed here. Given `spark_s3_root`, the
@@ -31,6 +37,8 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +48,8 @@ import boto3
 
 import market_etl
 from market_etl.resources.stages import GlueStageLauncher, glue_job_names
+from market_etl_devtools.package import (build_python_shell_bundle, copy_stage_scripts,
+                                         python_shell_additional_modules)
 
 REPO_ROOT = Path(market_etl.__file__).resolve().parent.parent
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -129,8 +139,9 @@ class LocalGlue:
     """
 
     def __init__(self, endpoint_url: str, work_dir: Path, region: str = "us-east-1",
-                 spark_s3_root: Path | None = None) -> None:
+                 spark_s3_root: Path | None = None, fail_first_runs: Mapping[str, int] | None = None) -> None:
         self.endpoint_url = endpoint_url
+        self.fail_first_runs = dict(fail_first_runs or {})
         self.work_dir = Path(work_dir)
         self._glue = boto3.client("glue", endpoint_url=endpoint_url, region_name=region)
         self._s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
@@ -145,20 +156,28 @@ class LocalGlue:
         job = self._glue.get_job(JobName=JobName)["Job"]
         arguments = dict(Arguments or {})
         run_id = self._glue.start_job_run(JobName=JobName, Arguments=arguments, **kwargs)["JobRunId"]
+        earlier_runs = len(list(self.work_dir.glob(f"*/{JobName}.job")))
         run_dir = self.work_dir / run_id
         run_dir.mkdir(parents=True)
+        (run_dir / f"{JobName}.job").touch()
         script = self._download_script(job["Command"]["ScriptLocation"], run_dir)
         argv = {**job.get("DefaultArguments", {}), **arguments,
                 "--JOB_ID": f"j_{uuid.uuid4().hex}", "--JOB_RUN_ID": run_id, "--JOB_NAME": JobName}
         on_exit = None
+        python_shell = job["Command"]["Name"] == "pythonshell"
         if job["Command"]["Name"] == "glueetl" and self.spark_s3 is not None:
             argv, snapshot = self.spark_s3.localise(argv)
             on_exit = functools.partial(self.spark_s3.push, snapshot)
-        command = [sys.executable, str(script)] + [token for pair in argv.items() for token in pair]
+        command = [sys.executable, *(["-S"] if python_shell else []), str(script)]
+        command += [token for pair in argv.items() for token in pair]
+        if earlier_runs < self.fail_first_runs.get(JobName, 0):
+            # A transient Glue fault (capacity, an internal error): the run fails before the script starts.
+            command = [sys.executable, "-c", "import sys; sys.exit('Resource unavailable (stand-in fault)')"]
+        extra_py_files = self._download_extra_py_files(argv.get("--extra-py-files", ""), run_dir)
         output = run_dir / "output.log"
         with output.open("wb") as out:
-            process = subprocess.Popen(command, cwd=run_dir, env=self._job_env(), stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(command, cwd=run_dir, env=self._job_env(python_shell, extra_py_files),
+                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.runs[run_id] = LocalJobRun(process=process, output=output, on_exit=on_exit)
         return {"JobRunId": run_id}
 
@@ -191,11 +210,26 @@ class LocalGlue:
         self._s3.download_file(bucket, key, str(script))
         return script
 
-    def _job_env(self) -> dict[str, str]:
+    def _download_extra_py_files(self, value: str, run_dir: Path) -> list[Path]:
+        files = []
+        for location in filter(None, value.split(",")):
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            path = run_dir / "extra-py-files" / Path(key).name
+            path.parent.mkdir(exist_ok=True)
+            self._s3.download_file(bucket, key, str(path))
+            files.append(path)
+        return files
+
+    def _job_env(self, python_shell: bool, extra_py_files: list[Path]) -> dict[str, str]:
         env = {name: value for name, value in os.environ.items()
-               if not name.startswith(("DAGSTER_", "PYTEST_"))}
+               if not name.startswith(("DAGSTER_", "PYTEST_", "PYTHONPATH"))}
         env["AWS_ENDPOINT_URL"] = self.endpoint_url
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        if python_shell:
+            # The bundle, then the third-party modules (`python -S`: no .pth, so no editable install of the repo).
+            path = [*map(str, extra_py_files), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+        else:
+            path = [str(REPO_ROOT)]
+        env["PYTHONPATH"] = os.pathsep.join(path)
         return env
 
 
@@ -204,7 +238,7 @@ SCRIPT_KEY = "artifacts/glue/jobs/{stage}.py"
 PYTHON_SHELL = {"Command": {"Name": "pythonshell", "PythonVersion": "3.9"},
                 "DefaultArguments": {"--job-language": "python",
                                      "--job-bookmark-option": "job-bookmark-disable",
-                                     "--additional-python-modules": "dagster-pipes==1.10.21"}}
+                                     "--additional-python-modules": python_shell_additional_modules()}}
 SPARK = {"Command": {"Name": "glueetl", "PythonVersion": "3"}, "GlueVersion": "5.0",
          "DefaultArguments": {"--job-language": "python",
                               "--job-bookmark-option": "job-bookmark-disable",
@@ -212,24 +246,40 @@ SPARK = {"Command": {"Name": "glueetl", "PythonVersion": "3"}, "GlueVersion": "5
 JOB_KINDS = {"download": PYTHON_SHELL, "unzip": PYTHON_SHELL, "etl": SPARK}
 
 
-def deploy_stage_jobs(endpoint_url: str, bucket: str, region: str = "us-east-1") -> dict[str, str]:
-    """Upload the stage scripts of this repo to `bucket` and define their Glue jobs in moto.
+@functools.cache
+def _packaged() -> Path:
+    """What `make package` builds for the jobs (scripts and the Python shell bundle), once per test session."""
+    out = Path(tempfile.mkdtemp(prefix="market-etl-package-"))
+    copy_stage_scripts(out)
+    build_python_shell_bundle(out)
+    return out
 
-    Returns stage -> job name. A missing script is an error: skipping it hid a moved stage directory.
-    """
+
+def deploy_stage_jobs(endpoint_url: str, bucket: str, region: str = "us-east-1") -> dict[str, str]:
+    """Upload the packaged stage scripts and Python shell bundle to `bucket` and define their Glue jobs in moto,
+    as terraform/glue_jobs.tf does. Returns stage -> job name."""
     s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
     glue = boto3.client("glue", endpoint_url=endpoint_url, region_name=region)
+    packaged = _packaged()
+    [bundle] = packaged.glob("*.whl")
+    bundle_key = f"artifacts/wheels/{bundle.name}"
+    s3.upload_file(str(bundle), bucket, bundle_key)
     deployed = {}
     for stage, job_name in glue_job_names().items():
-        script = REPO_ROOT / "market_etl" / "stages" / f"{stage}.py"
-        if not script.is_file():
-            raise FileNotFoundError(f"stage script {script} not found: deploy_stage_jobs uploads the stage entry points")
         key = SCRIPT_KEY.format(stage=stage)
-        s3.upload_file(str(script), bucket, key)
+        s3.upload_file(str(packaged / "jobs" / f"{stage}.py"), bucket, key)
         kind = JOB_KINDS[stage]
+        arguments = dict(kind["DefaultArguments"])
+        if kind is PYTHON_SHELL:
+            arguments["--extra-py-files"] = f"s3://{bucket}/{bundle_key}"
+        try:
+            glue.delete_job(JobName=job_name)  # moto's Glue is shared by the session's tests: this bucket's jobs
+        except glue.exceptions.EntityNotFoundException:
+            pass
         glue.create_job(
             Name=job_name, Role=f"arn:aws:iam::123456789012:role/{job_name}",
-            **{**kind, "Command": {**kind["Command"], "ScriptLocation": f"s3://{bucket}/{key}"}},
+            **{**kind, "DefaultArguments": arguments,
+               "Command": {**kind["Command"], "ScriptLocation": f"s3://{bucket}/{key}"}},
         )
         deployed[stage] = job_name
     return deployed
@@ -241,7 +291,9 @@ class StandInGlueLauncher(GlueStageLauncher):
     moto_endpoint: str
     work_dir: str
     spark_s3_root: str | None = None
+    fail_first_runs: dict[str, int] = {}
 
     def glue_client(self) -> LocalGlue:
         return LocalGlue(self.moto_endpoint, Path(self.work_dir), region=self.region or "us-east-1",
-                         spark_s3_root=Path(self.spark_s3_root) if self.spark_s3_root else None)
+                         spark_s3_root=Path(self.spark_s3_root) if self.spark_s3_root else None,
+                         fail_first_runs=self.fail_first_runs)

@@ -1,4 +1,4 @@
-# The three stage jobs, their scripts and the project wheel.
+# The three stage jobs and the artifacts they run (built by `make package`).
 #
 # Dagster launches them with PipesGlueClient (one run per symbol x month
 # partition) and passes every run argument; the defaults below are only the
@@ -6,50 +6,61 @@
 # - job bookmarks disabled: the Dagster partition, not a bookmark, is the unit
 #   of idempotency (a bookmark would make a re-run of a processed input read
 #   nothing);
-# - max_retries = 0: Dagster's RetryPolicy retries, with backoff, and sees
+# - max_retries = 0: Dagster's RetryPolicy on each stage asset retries, with
+#   exponential backoff and jitter (MARKET_ETL_STAGE_RETRIES/_DELAY), and sees
 #   every attempt; Glue retrying underneath would hide them;
 # - the security configuration (encrypted S3 writes, logs and bookmarks);
 # - a timeout, so a stalled run fails instead of holding a slot for 48 hours;
-# - max_concurrent_runs > 1, so a backfill's parallel runs are accepted.
+# - max_concurrent_runs > 1, so a backfill's parallel runs are accepted;
+#   Dagster's pools on aws take the same number (MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS,
+#   printed by `terraform output dagster_environment`).
 #
-# The scripts are uploaded from the repo; they import only dagster_pipes and
-# the project's core package, never dagster itself.
+# The scripts import only dagster_pipes and the project's own modules, never
+# dagster itself.
 
 # =============================================================================
-# Artifacts: scripts and wheel
+# Artifacts: what `make package` builds into dist/glue/, exactly that
 # =============================================================================
-
-resource "aws_s3_object" "download_script" {
-  bucket      = aws_s3_bucket.lake.id
-  key         = "${local.prefix_artifacts}glue/jobs/download.py"
-  source      = "${path.module}/../market_etl/stages/download.py"
-  source_hash = filemd5("${path.module}/../market_etl/stages/download.py")
-  kms_key_id  = aws_kms_key.lake.arn
-}
-
-resource "aws_s3_object" "unzip_script" {
-  bucket      = aws_s3_bucket.lake.id
-  key         = "${local.prefix_artifacts}glue/jobs/unzip.py"
-  source      = "${path.module}/../market_etl/stages/unzip.py"
-  source_hash = filemd5("${path.module}/../market_etl/stages/unzip.py")
-  kms_key_id  = aws_kms_key.lake.arn
-}
-
-resource "aws_s3_object" "etl_script" {
-  bucket      = aws_s3_bucket.lake.id
-  key         = "${local.prefix_artifacts}glue/jobs/etl.py"
-  source      = "${path.module}/../market_etl/stages/etl.py"
-  source_hash = filemd5("${path.module}/../market_etl/stages/etl.py")
-  kms_key_id  = aws_kms_key.lake.arn
-}
-
-# The key keeps the wheel's file name: pip only installs a file named like a
+#
+# - jobs/<stage>.py: each job's script (the stage entry point);
+# - market_etl_python_shell-<version>-py3-none-any.whl: the download and unzip
+#   stages with only the modules they import, 3.9-compatible, no dependencies
+#   (devtools/market_etl_devtools/package.py);
+# - market_etl-<version>-py3-none-any.whl: the runtime package for the Spark
+#   job (Python 3.11), never the tooling (mirror, benchmarks, demo).
+# Wheel keys keep their file names: pip installs only a file named like a
 # wheel (name-version-tags.whl).
-resource "aws_s3_object" "wheel" {
+
+locals {
+  artifacts_source         = startswith(var.artifacts_dir, "/") ? var.artifacts_dir : "${path.module}/${var.artifacts_dir}"
+  python_shell_bundle_file = "market_etl_python_shell-${var.package_version}-py3-none-any.whl"
+  runtime_wheel_file       = "market_etl-${var.package_version}-py3-none-any.whl"
+  stage_scripts            = toset(["download", "unzip", "etl"])
+}
+
+resource "aws_s3_object" "stage_script" {
+  for_each = local.stage_scripts
+
   bucket      = aws_s3_bucket.lake.id
-  key         = local.wheel_key
-  source      = local.wheel_source
-  source_hash = filemd5(local.wheel_source)
+  key         = "${local.prefix_artifacts}glue/jobs/${each.key}.py"
+  source      = "${local.artifacts_source}/jobs/${each.key}.py"
+  source_hash = filemd5("${local.artifacts_source}/jobs/${each.key}.py")
+  kms_key_id  = aws_kms_key.lake.arn
+}
+
+resource "aws_s3_object" "python_shell_bundle" {
+  bucket      = aws_s3_bucket.lake.id
+  key         = "${local.prefix_artifacts}wheels/${local.python_shell_bundle_file}"
+  source      = "${local.artifacts_source}/${local.python_shell_bundle_file}"
+  source_hash = filemd5("${local.artifacts_source}/${local.python_shell_bundle_file}")
+  kms_key_id  = aws_kms_key.lake.arn
+}
+
+resource "aws_s3_object" "runtime_wheel" {
+  bucket      = aws_s3_bucket.lake.id
+  key         = "${local.prefix_artifacts}wheels/${local.runtime_wheel_file}"
+  source      = "${local.artifacts_source}/${local.runtime_wheel_file}"
+  source_hash = filemd5("${local.artifacts_source}/${local.runtime_wheel_file}")
   kms_key_id  = aws_kms_key.lake.arn
 }
 
@@ -90,13 +101,13 @@ resource "aws_glue_security_configuration" "this" {
 #
 # Python shell runs Python 3.9 ONLY. dagster-pipes 1.11+ requires 3.10, so
 # these jobs install dagster-pipes 1.10.21, the last release for 3.9 (same
-# Pipes protocol, "0.1", as the 1.13 orchestrator). Consequences for the code:
-# - download.py, unzip.py and everything they import from the wheel must run
-#   on 3.9 (no `match`, no `X | Y` unions evaluated at run time, ...);
-# - the wheel is added with --extra-py-files, which puts it on sys.path (a
-#   pure-Python wheel imports as a zip) instead of pip-installing it: the
-#   wheel declares requires-python >= 3.11 and pulls the whole Dagster/Spark
-#   stack as dependencies, neither of which a 3.9 job can or should install.
+# Pipes protocol, "0.1", as the 1.13 orchestrator). Consequences:
+# - they get the Python shell bundle, not the runtime wheel: only the modules
+#   download.py and unzip.py import, Requires-Python >= 3.9, no dependencies
+#   (vermin checks the bundled files for 3.9 in the test suite);
+# - every third-party module they import is preinstalled (boto3, botocore) or
+#   in var.python_shell_additional_modules, whose CPython 3.9 manylinux wheels
+#   `make package` verifies (devtools/market_etl_devtools/package.py).
 # AWS steers Python shell workloads to Spark jobs or Lambda; if 3.9 becomes a
 # burden, move these two to glueetl with 2 G.025X workers.
 
@@ -112,7 +123,7 @@ resource "aws_glue_job" "download" {
   command {
     name            = "pythonshell"
     python_version  = "3.9"
-    script_location = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.download_script.key}"
+    script_location = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.stage_script["download"].key}"
   }
 
   execution_property {
@@ -124,8 +135,8 @@ resource "aws_glue_job" "download" {
     "--job-bookmark-option"              = "job-bookmark-disable"
     "--enable-continuous-cloudwatch-log" = "true"
     "--continuous-log-logGroup"          = aws_cloudwatch_log_group.glue["continuous"].name
-    "--additional-python-modules"        = "dagster-pipes==${var.dagster_pipes_version_python_shell}"
-    "--extra-py-files"                   = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.wheel.key}"
+    "--additional-python-modules"        = var.python_shell_additional_modules
+    "--extra-py-files"                   = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.python_shell_bundle.key}"
   }
 }
 
@@ -141,7 +152,7 @@ resource "aws_glue_job" "unzip" {
   command {
     name            = "pythonshell"
     python_version  = "3.9"
-    script_location = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.unzip_script.key}"
+    script_location = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.stage_script["unzip"].key}"
   }
 
   execution_property {
@@ -153,9 +164,8 @@ resource "aws_glue_job" "unzip" {
     "--job-bookmark-option"              = "job-bookmark-disable"
     "--enable-continuous-cloudwatch-log" = "true"
     "--continuous-log-logGroup"          = aws_cloudwatch_log_group.glue["continuous"].name
-    # isal: ISA-L inflate, ~3x stdlib zlib (core/unzip.py falls back to zlib without it).
-    "--additional-python-modules" = "dagster-pipes==${var.dagster_pipes_version_python_shell},isal==${var.isal_version}"
-    "--extra-py-files"            = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.wheel.key}"
+    "--additional-python-modules"        = var.python_shell_additional_modules
+    "--extra-py-files"                   = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.python_shell_bundle.key}"
   }
 }
 
@@ -183,7 +193,7 @@ resource "aws_glue_job" "etl" {
   command {
     name            = "glueetl"
     python_version  = "3"
-    script_location = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.etl_script.key}"
+    script_location = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.stage_script["etl"].key}"
   }
 
   execution_property {
@@ -201,7 +211,7 @@ resource "aws_glue_job" "etl" {
     "--custom-logGroup-prefix"           = local.glue_log_group_name
     "--enable-metrics"                   = "true"
     "--TempDir"                          = "s3://${aws_s3_bucket.lake.id}/${local.prefix_temp}glue/"
-    "--additional-python-modules"        = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.wheel.key},dagster-pipes==${var.dagster_pipes_version_glue_etl}"
+    "--additional-python-modules"        = "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.runtime_wheel.key},dagster-pipes==${var.dagster_pipes_version_glue_etl}"
     "--python-modules-installer-option"  = "--no-deps"
   }
 

@@ -449,6 +449,14 @@ data "aws_iam_policy_document" "orchestrator" {
     ]
     resources = [aws_kms_key.lake.arn]
   }
+
+  # The run-failure sensor publishes failed runs to the alerts topic (alerting.tf).
+  statement {
+    sid       = "PublishAlerts"
+    effect    = "Allow"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.alerts.arn]
+  }
 }
 
 resource "aws_iam_policy" "orchestrator" {

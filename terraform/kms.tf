@@ -122,4 +122,30 @@ data "aws_iam_policy_document" "kms_key" {
       values   = [local.bucket_arn]
     }
   }
+
+  # EventBridge publishes Glue job failures to the alerts topic, which is
+  # encrypted with this key (alerting.tf); only for the project's rule.
+  statement {
+    sid    = "EventBridgeToAlertsTopic"
+    effect = "Allow"
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+    actions = [
+      "kms:Decrypt",
+      "kms:GenerateDataKey",
+    ]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [local.glue_failure_rule_arn]
+    }
+  }
 }

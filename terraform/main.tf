@@ -41,11 +41,6 @@ locals {
   glue_database_arn = "arn:${local.partition}:glue:${local.region}:${local.account_id}:database/${local.glue_database_name}"
   glue_table_arn    = "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${local.glue_database_name}/${local.glue_table_name}"
 
-  # The wheel: an absolute path is used as is, a relative one is taken from
-  # this directory (like the job scripts).
-  wheel_source = startswith(var.wheel_path, "/") ? var.wheel_path : "${path.module}/${var.wheel_path}"
-  wheel_key    = "${local.prefix_artifacts}wheels/${basename(var.wheel_path)}"
-
   # CloudWatch log group of the Glue jobs (logs.tf).
   glue_log_group_name = "/aws-glue/jobs/${var.project_name}"
 }

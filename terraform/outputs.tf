@@ -83,3 +83,25 @@ output "orchestrator_policy_arn" {
   description = "IAM policy for the identity running Dagster: start/poll/stop the three jobs, Pipes objects under pipes/, Athena in the workgroup, partition registration. Attach it yourself."
   value       = aws_iam_policy.orchestrator.arn
 }
+
+output "alerts_topic_arn" {
+  description = "SNS topic of the alerts (Glue job failures through EventBridge, failed Dagster runs): Dagster's MARKET_ETL_ALERTS_TOPIC_ARN."
+  value       = aws_sns_topic.alerts.arn
+}
+
+# `terraform output -raw dagster_environment > market-etl.env`: the settings
+# of the Dagster processes (webserver, daemon) for this stack, in the
+# KEY=value form of an env file (systemd EnvironmentFile, docker --env-file).
+output "dagster_environment" {
+  description = "Environment of the Dagster processes for this stack (KEY=value lines): runtime, lake bucket, region, Glue job prefix and concurrency, Athena workgroup, alerts topic."
+  value       = <<-EOT
+    MARKET_ETL_RUNTIME=aws
+    MARKET_ETL_LAKE=s3://${aws_s3_bucket.lake.id}/
+    AWS_REGION=${local.region}
+    MARKET_ETL_PIPES_BUCKET=${aws_s3_bucket.lake.id}
+    MARKET_ETL_GLUE_JOB_PREFIX=${trimsuffix(aws_glue_job.download.name, "download")}
+    MARKET_ETL_GLUE_MAX_CONCURRENT_RUNS=${var.glue_max_concurrent_runs}
+    MARKET_ETL_ATHENA_WORKGROUP=${aws_athena_workgroup.market_etl.name}
+    MARKET_ETL_ALERTS_TOPIC_ARN=${aws_sns_topic.alerts.arn}
+  EOT
+}

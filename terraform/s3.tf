@@ -72,12 +72,12 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
   depends_on = [aws_s3_bucket_versioning.lake]
 
   rule {
-    id     = "raw-to-glacier"
+    id     = "raw-to-glacier-instant-retrieval"
     status = "Enabled"
     # Only the zips, not their small .meta.json sidecars (a few hundred
     # bytes): the download stage reads a sidecar (GetObject) to decide
-    # "already present with the same sha256?", and GetObject fails on an
-    # archived object. Explicit here rather than relying on S3's default
+    # "already present with the same sha256?" on every run; small objects
+    # in Glacier IR are billed as 128 KiB. Explicit here rather than relying on S3's default
     # 128 KiB minimum transition size.
     filter {
       and {
@@ -86,11 +86,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
       }
     }
     # The zips are kept (they are the source of truth once Binance changes
-    # or drops a file) but rarely read again after the ETL has run; unzipping
-    # an archived zip again needs a restore first.
+    # or drops a file) but rarely read again after the ETL has run. Glacier
+    # Instant Retrieval: reads are millisecond GetObjects like Standard (a
+    # per-GB retrieval fee instead of a restore), so reprocessing an old
+    # month needs no manual restore, and no role may restore anything.
+    # Flexible Retrieval or Deep Archive would fail the unzip stage's
+    # GetObject with InvalidObjectState until someone restored the zip.
     transition {
       days          = var.glacier_transition_days
-      storage_class = "GLACIER"
+      storage_class = "GLACIER_IR"
     }
   }
 

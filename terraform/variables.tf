@@ -42,7 +42,7 @@ variable "log_bucket_name" {
 }
 
 variable "glacier_transition_days" {
-  description = "Days after which objects under raw/ (the verified Binance zips) move to S3 Glacier Flexible Retrieval."
+  description = "Days after which objects under raw/ (the verified Binance zips) move to S3 Glacier Instant Retrieval (read without a restore, so reprocessing an old month needs no manual step)."
   type        = number
   default     = 90
 
@@ -226,26 +226,39 @@ variable "glue_max_concurrent_runs" {
   }
 }
 
-variable "wheel_path" {
-  description = "Path of the project's wheel (python -m build --wheel), absolute or relative to this terraform/ directory. Uploaded to artifacts/ and passed to the Glue jobs."
+variable "artifacts_dir" {
+  description = "Directory `make package` builds the Glue artifacts into (stage scripts, the Python shell bundle, the runtime wheel), absolute or relative to this terraform/ directory."
   type        = string
-  default     = "../dist/market_etl-0.1.0-py3-none-any.whl"
+  default     = "../dist/glue"
 }
 
-variable "dagster_pipes_version_python_shell" {
-  description = "dagster-pipes release installed in the Python shell jobs. Python shell runs 3.9 only; 1.10.21 is the last dagster-pipes for 3.9 and speaks the same Pipes protocol as 1.13."
+variable "package_version" {
+  description = "Version of the market-etl package (pyproject.toml): names the wheels `make package` builds."
   type        = string
-  default     = "1.10.21"
+  default     = "0.1.0"
 }
 
-variable "isal_version" {
-  description = "python-isal release installed in the unzip job (ISA-L inflate); keep it equal to the pin in constraints.txt."
+variable "python_shell_additional_modules" {
+  description = "--additional-python-modules of the Python shell jobs (3.9): dagster-pipes 1.10.21 (the last release for 3.9, same Pipes protocol as 1.13), requests and urllib3 releases that support 3.9 and the preinstalled botocore, ISA-L inflate. Keep equal to PYTHON_SHELL_MODULES in devtools/market_etl_devtools/package.py, which checks their 3.9 wheels."
   type        = string
-  default     = "1.9.1"
+  default     = "dagster-pipes==1.10.21,requests==2.32.5,urllib3==1.26.20,isal==1.9.1"
 }
 
 variable "dagster_pipes_version_glue_etl" {
   description = "dagster-pipes release installed in the Glue 5.0 (Python 3.11) ETL job; keep it equal to the main stack's pin."
   type        = string
   default     = "1.13.27"
+}
+
+# --- alerting ---------------------------------------------------------------
+
+variable "alert_email" {
+  description = "E-mail address subscribed to the alerts topic (Glue job failures, failed Dagster runs). Null: no subscription; subscribe anything else to the alerts_topic_arn output."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an e-mail address or null."
+  }
 }

@@ -20,6 +20,8 @@ HTTP_CONNECT_TIMEOUT_SECONDS = 10.0
 HTTP_TIMEOUT_SECONDS = 30.0
 #: Tries per download (the first included) before a transient error fails the step.
 HTTP_ATTEMPTS = 5
+#: Longest one attempt of an archive download may take, seconds: ends a server that drips bytes forever.
+HTTP_ATTEMPT_DEADLINE_SECONDS = 1800.0
 #: First retry delay, seconds; doubled each retry, with jitter.
 RETRY_BACKOFF_SECONDS = 1.0
 SENSOR_INTERVAL_SECONDS = 6 * 3600
@@ -28,3 +30,12 @@ AUTO_INGEST = False
 GLUE_JOB_PREFIX = "market-etl-"
 #: Fraction of a partition's rows a validation rule may quarantine before its check fails.
 REJECT_TOLERANCE = 0.0
+#: Unzip steps at once on the local runtime (each inflates on one core with a bounded buffer).
+UNZIP_CONCURRENCY = 2
+#: aws: each Glue job's max_concurrent_runs (terraform variable glue_max_concurrent_runs), the pools' limit there.
+GLUE_MAX_CONCURRENT_RUNS = 4
+#: aws: the Athena workgroup queries run in (terraform/athena.tf names it after project_name).
+ATHENA_WORKGROUP = "market-etl"
+#: Step retries of the stage assets, and the first retry delay in seconds (exponential, with jitter).
+STAGE_RETRIES = 2
+STAGE_RETRY_DELAY_SECONDS = 60.0

@@ -20,5 +20,7 @@ DAILY_TRADE_STATS = dg.AssetKey(["analytics", "daily_trade_stats"])
 
 #: Downloads from Binance at once (limit: MARKET_ETL_DOWNLOAD_CONCURRENCY, set by `market-etl init-home`).
 DOWNLOAD_POOL = "binance_download"
+#: Unzips at once (limit: MARKET_ETL_UNZIP_CONCURRENCY locally, the Glue jobs' concurrency on aws).
+UNZIP_POOL = "unzip"
 #: One Spark stage at a time: a local Spark session wants every core (limit set by `market-etl init-home`).
 SPARK_POOL = "spark"

@@ -12,6 +12,14 @@ def trade_partitions(settings: Settings) -> dg.MultiPartitionsDefinition:
     })
 
 
+def stage_retry_policy(settings: Settings) -> dg.RetryPolicy:
+    """Step retries of every stage asset (download, unzip, ETL; a Glue job on aws): exponential backoff with
+    jitter, so partitions failed by one Glue or network incident do not all come back at the same second.
+    A stage that ran and reported its own error is not retried (see `market_etl.resources.stages.stage_errors`)."""
+    return dg.RetryPolicy(max_retries=settings.stage_retries, delay=settings.stage_retry_delay_seconds,
+                          backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
 def partition_of(context: dg.AssetExecutionContext) -> TradePartition:
     """The run's partition, validated before it reaches any path, URL or key."""
     keys = context.partition_key.keys_by_dimension

@@ -11,8 +11,8 @@ from market_etl.resources.stages import StageLauncher, partition_args
 
 
 
-def build_processed_assets(partitions_def: dg.PartitionsDefinition,
-                           reject_tolerance: float = 0.0) -> list[dg.AssetsDefinition]:
+def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_tolerance: float = 0.0,
+                           retry_policy: dg.RetryPolicy | None = None) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=PROCESSED_TRADES,
         deps=[RAW_UNZIPPED_TRADES_CSV],
@@ -20,6 +20,7 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition,
         group_name="lake",
         kinds={"spark", "parquet"},
         pool=SPARK_POOL,
+        retry_policy=retry_policy,
         automation_condition=DOWNSTREAM_AUTOMATION,
         check_specs=[
             dg.AssetCheckSpec(check.name, asset=PROCESSED_TRADES, blocking=check.blocking,

@@ -3,19 +3,21 @@
 import dagster as dg
 
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
-from market_etl.defs.keys import DOWNLOAD_POOL, RAW_TRADES_ZIP, RAW_UNZIPPED_TRADES_CSV
+from market_etl.defs.keys import DOWNLOAD_POOL, RAW_TRADES_ZIP, RAW_UNZIPPED_TRADES_CSV, UNZIP_POOL
 from market_etl.defs.partitions import partition_of
 from market_etl.resources import BinanceSource, LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
 
 
-def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_lake_assets(partitions_def: dg.PartitionsDefinition,
+                      retry_policy: dg.RetryPolicy | None = None) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=RAW_TRADES_ZIP,
         partitions_def=partitions_def,
         group_name="lake",
         kinds={"python", "s3"},
         pool=DOWNLOAD_POOL,
+        retry_policy=retry_policy,
         check_specs=[dg.AssetCheckSpec(
             "checksum_verified", asset=RAW_TRADES_ZIP,
             description="The archive's SHA-256 matched Binance's .CHECKSUM file. WARN when the "
@@ -40,6 +42,8 @@ def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         automation_condition=DOWNSTREAM_AUTOMATION,
         group_name="lake",
         kinds={"python", "s3", "csv"},
+        pool=UNZIP_POOL,
+        retry_policy=retry_policy,
         description=(
             "The archive's single CSV member (`{SYMBOL}-trades-{YYYY-MM}.csv`) in the raw_unzipped zone, "
             "streamed in bounded memory (ISA-L inflate; S3 multipart or temp file + rename, nothing partial "

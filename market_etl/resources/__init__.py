@@ -1,5 +1,6 @@
 """Resources for each runtime: the same keys, swappable implementations, chosen in one place."""
 
+from market_etl.resources.alerts import Alerter, LogAlerter, SnsAlerter
 from market_etl.resources.lake import BinanceSource, LakeResource
 from market_etl.resources.sql import build_sql_engine
 from market_etl.resources.stages import GlueStageLauncher, LocalStageLauncher, glue_job_names
@@ -15,9 +16,18 @@ def build_resources(settings: Settings) -> dict:
         timeout_seconds=settings.http_timeout_seconds,
         attempts=settings.http_attempts,
         backoff_seconds=settings.retry_backoff_seconds,
+        attempt_deadline_seconds=settings.http_attempt_deadline_seconds,
     )
     stages = LocalStageLauncher() if settings.runtime == "local" else glue_stage_launcher(settings)
-    return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings)}
+    return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings),
+            "alerts": build_alerter(settings)}
+
+
+def build_alerter(settings: Settings) -> Alerter:
+    """aws with a topic: SNS (the topic Terraform creates for Glue's failures too); otherwise the log."""
+    if settings.runtime == "aws" and settings.alerts_topic_arn:
+        return SnsAlerter(topic_arn=settings.alerts_topic_arn, region=settings.aws_region)
+    return LogAlerter()
 
 
 def glue_stage_launcher(settings: Settings) -> GlueStageLauncher:

@@ -32,10 +32,12 @@ class BinanceSource(dg.ConfigurableResource):
     timeout_seconds: float = defaults.HTTP_TIMEOUT_SECONDS
     attempts: int = defaults.HTTP_ATTEMPTS
     backoff_seconds: float = defaults.RETRY_BACKOFF_SECONDS
+    attempt_deadline_seconds: float = defaults.HTTP_ATTEMPT_DEADLINE_SECONDS
 
     def stage_args(self) -> list[str]:
         args = ["--base-url", self.base_url, "--timeout", str(self.timeout_seconds),
-                "--attempts", str(self.attempts), "--backoff", str(self.backoff_seconds)]
+                "--attempts", str(self.attempts), "--backoff", str(self.backoff_seconds),
+                "--attempt-deadline", str(self.attempt_deadline_seconds)]
         if self.allow_missing_checksum:
             args.append("--allow-missing-checksum")
         return args

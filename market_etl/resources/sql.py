@@ -278,4 +278,4 @@ def build_sql_engine(settings: Settings) -> SqlEngine:
     if settings.runtime == "local":
         return DuckDBSqlEngine(lake_url=settings.lake)
     return AthenaSqlEngine(lake_url=settings.lake, region=settings.aws_region,
-                           s3_endpoint_url=settings.s3_endpoint_url)
+                           s3_endpoint_url=settings.s3_endpoint_url, work_group=settings.athena_workgroup)

@@ -5,18 +5,19 @@ Both launchers take the same call; asset bodies never know which one they got:
 """
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import boto3
 import dagster as dg
-from dagster import DagsterEventType, PipesSubprocessClient
-from dagster._core.errors import DagsterPipesExecutionError
+from dagster import PipesSubprocessClient
 from dagster_aws.pipes import PipesGlueClient, PipesS3ContextInjector, PipesS3MessageReader
 from dagster_pipes import PipesParams
 
 from market_etl.core import defaults
 from market_etl.core.keys import TradePartition
+from market_etl.stages._stage import STAGE_ERROR_PREFIX
 
 STAGES = ("download", "unzip", "etl")
 
@@ -46,27 +47,42 @@ class LocalStageLauncher(StageLauncher):
     def run(self, context: dg.AssetExecutionContext, stage: str, args: Sequence[str]):
         command = [self.python_executable, "-m", stage_module(stage), *args]
         context.log.info(f"stage {stage}: {' '.join(command)}")
-        try:
+        with stage_errors(context, stage):
             return PipesSubprocessClient().run(context=context, command=command)
-        except DagsterPipesExecutionError as err:
-            raise stage_failure(context, stage, err) from err
 
 
-def stage_failure(context: dg.AssetExecutionContext, stage: str, err: Exception) -> dg.Failure:
-    """Put the stage's own error message (reported through Pipes) into the step failure.
+@contextmanager
+def stage_errors(context: dg.AssetExecutionContext, stage: str) -> Iterator[None]:
+    """A failed stage fails the step with the stage's own error message, not the client's generic one.
 
-    Pipes records the external exception as an engine event and the client raises a bare
-    "failed with code N"; users should read the real reason where the failure is shown.
+    The Pipes clients raise "process failed with code N" (subprocess) or "Glue job ... completed with status
+    FAILED" (Glue, whose ErrorMessage is not the script's exception); the stage logged its reason through
+    Pipes just before exiting (`market_etl.stages._stage.open_stage_pipes`), and that log line is in the run's
+    event log by the time the client raises (the Pipes session reads every message before it closes).
     """
-    reason = str(err)
-    records = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
-    for record in reversed(records):
-        event = record.dagster_event
-        error = getattr(event.event_specific_data, "error", None) if event else None
-        if error is not None and "closed with exception" in (event.message or ""):
-            reason = error.message.strip()
-            break
-    return dg.Failure(description=f"stage '{stage}' failed: {reason}")
+    started = time.time()
+    try:
+        yield
+    except Exception as err:
+        reason = stage_error_message(context, since=started)
+        if reason is None:
+            raise
+        # The stage ran and gave its verdict (not published, checksum mismatch, a bad archive, failed checks):
+        # its own HTTP and S3 calls already retried with backoff, so a step retry would only repeat the verdict.
+        # Failures without one (a Glue capacity or internal error, a killed process) keep the RetryPolicy.
+        raise dg.Failure(description=f"stage '{stage}' failed: {reason}", allow_retries=False,
+                         metadata={"stage": stage, "client_error": str(err)[:2000]}) from err
+
+
+def stage_error_message(context: dg.AssetExecutionContext, since: float) -> str | None:
+    """The error message this step's stage logged through Pipes after `since`, if any."""
+    for record in reversed(context.instance.all_logs(context.run.run_id)):
+        if record.timestamp < since:
+            break  # a run's steps are sequential (in-process executor): older lines belong to earlier steps
+        message = record.user_message or ""
+        if message.startswith(STAGE_ERROR_PREFIX):
+            return message[len(STAGE_ERROR_PREFIX):].strip()
+    return None
 
 
 def glue_job_names(prefix: str = defaults.GLUE_JOB_PREFIX) -> dict[str, str]:
@@ -149,6 +165,7 @@ class GlueStageLauncher(StageLauncher):
         job_name = self.job_names[stage]
         arguments = glue_arguments(args)
         context.log.info(f"stage {stage}: Glue job {job_name} {arguments}")
-        return self.pipes_client().run(
-            context=context, start_job_run_params={"JobName": job_name, "Arguments": arguments},
-        )
+        with stage_errors(context, stage):
+            return self.pipes_client().run(
+                context=context, start_job_run_params={"JobName": job_name, "Arguments": arguments},
+            )

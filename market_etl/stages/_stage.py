@@ -8,8 +8,11 @@ through S3 (Glue's CloudWatch stream drops lines; check results must arrive).
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
@@ -39,6 +42,13 @@ def flag_argument(parser: argparse.ArgumentParser, name: str, help: str) -> None
     parser.add_argument(name, nargs="?", const=True, default=False, type=_bool_value, help=help)
 
 
+def abort_writes_on_sigterm() -> None:
+    """Dagster (a cancelled run) and Glue (a timeout) stop a stage with SIGTERM: turn it into SystemExit, so the
+    open write unwinds and aborts its multipart upload or removes its temporary file (the default action would
+    end the process on the spot and leave the upload to the bucket's lifecycle rule)."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
     # Glue adds its own arguments (--JOB_ID, --dagster-pipes-*, ...): ignore what is not ours.
     args, _unknown = parser.parse_known_args(argv)
@@ -46,7 +56,47 @@ def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
     return args
 
 
-def open_stage_pipes(argv: Sequence[str] | None = None):
+#: The stage's last log line before it exits with an error starts with this: the launcher finds the stage's
+#: own reason there and puts it in the step failure (market_etl/resources/stages.py).
+STAGE_ERROR_PREFIX = "stage failed: "
+
+
+class PipesLogHandler(logging.Handler):
+    """Forwards the `market_etl` loggers' records (core modules log retries, skips, ...) to Dagster through Pipes,
+    so they reach the run's logs in the Dagster UI, from a subprocess as from a Glue job."""
+
+    def __init__(self, pipes: PipesContext) -> None:
+        super().__init__(level=logging.INFO)
+        self.pipes = pipes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "warning" if record.levelno == logging.WARNING else record.levelname.lower()
+            getattr(self.pipes.log, level, self.pipes.log.info)(f"{record.name}: {record.getMessage()}")
+        except Exception:  # a log line must never fail the stage
+            self.handleError(record)
+
+
+@contextmanager
+def open_stage_pipes(argv: Sequence[str] | None = None) -> Iterator[PipesContext]:
+    """Pipes for one stage run: the stage's logs go to Dagster, and an error's own message is logged before it
+    propagates (the stage then exits non-zero), so the step failure can say why."""
+    with _open_pipes(argv) as pipes:
+        logger = logging.getLogger("market_etl")
+        handler = PipesLogHandler(pipes)
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        try:
+            yield pipes
+        except Exception as err:
+            pipes.log.error(f"{STAGE_ERROR_PREFIX}{type(err).__name__}: {err}")
+            raise
+        finally:
+            logger.removeHandler(handler)
+
+
+def _open_pipes(argv: Sequence[str] | None = None):
     """Pipes over env vars (local subprocess), or over S3 when Glue passes `--dagster-pipes-context`.
 
     The Glue branch matches `GlueStageLauncher`: `PipesS3ContextInjector` + `PipesS3MessageReader`
@@ -67,4 +117,4 @@ def open_stage_pipes(argv: Sequence[str] | None = None):
     return open_dagster_pipes()
 
 
-__all__ = ["PipesContext", "flag_argument", "open_stage_pipes", "parse_stage_args", "stage_parser"]
+__all__ = ["STAGE_ERROR_PREFIX", "PipesContext", "abort_writes_on_sigterm", "flag_argument", "open_stage_pipes", "parse_stage_args", "stage_parser"]

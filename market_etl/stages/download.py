@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from market_etl.core import defaults
 from market_etl.core.download import RetryPolicy, download_archive
-from market_etl.stages._stage import flag_argument, open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.stages._stage import (abort_writes_on_sigterm, flag_argument, open_stage_pipes, parse_stage_args,
+                                     stage_parser)
 from market_etl.lake import open_lake
 
 
@@ -16,7 +17,10 @@ def main(argv=None) -> None:
     parser.add_argument("--attempts", type=int, default=defaults.HTTP_ATTEMPTS)
     parser.add_argument("--backoff", type=float, default=defaults.RETRY_BACKOFF_SECONDS,
                         help="first retry delay, seconds")
+    parser.add_argument("--attempt-deadline", type=float, default=defaults.HTTP_ATTEMPT_DEADLINE_SECONDS,
+                        help="longest one attempt of the archive's GET may take, seconds (ends a slow drip)")
     args = parse_stage_args(parser, argv)
+    abort_writes_on_sigterm()
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
         pipes.log.info(f"downloading {args.partition} from {args.base_url}")
@@ -25,6 +29,7 @@ def main(argv=None) -> None:
             allow_missing_checksum=args.allow_missing_checksum,
             timeout=(defaults.HTTP_CONNECT_TIMEOUT_SECONDS, args.timeout),
             policy=RetryPolicy(attempts=args.attempts, backoff_seconds=args.backoff),
+            attempt_deadline=args.attempt_deadline,
         )
         if result.status == "up_to_date":
             pipes.log.info(f"{args.partition}: up to date (sha256 {result.sha256}); nothing downloaded")

@@ -1,19 +1,10 @@
 """Stage: stream the CSV member of one raw archive into the raw_unzipped zone (local subprocess or Glue job)."""
 from __future__ import annotations
 
-import signal
-import sys
-
 from market_etl.core.memory import peak_rss_bytes, reuse_freed_buffers
 from market_etl.core.unzip import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, UnzipLimits, unzip_partition
-from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
+from market_etl.stages._stage import abort_writes_on_sigterm, open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
-
-
-def abort_writes_on_sigterm() -> None:
-    """Dagster (a cancelled run) and Glue (a timeout) stop the stage with SIGTERM: turn it into SystemExit,
-    so the open write unwinds and aborts its multipart upload or removes its temporary file."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def main(argv=None) -> None:

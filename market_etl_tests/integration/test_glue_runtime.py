@@ -191,14 +191,48 @@ def test_missing_checksum_opt_in_reaches_the_glue_job_as_an_argument(aws, moto_e
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
 
-def test_failed_glue_job_fails_the_step_with_the_jobs_error(aws, mirror):
+def test_failed_glue_job_fails_the_step_with_the_stages_own_error(aws, mirror):
+    """The step failure says what the stage said (not Glue's "completed with status FAILED" and an output tail),
+    and a stage's verdict is not retried."""
     settings, launcher, _env = aws
     mirror.set_fault(f"{SYMBOL}-trades-{MONTH}.zip", "not_found")
     with dg.instance_for_test() as instance:
         result = _materialize(settings, launcher, instance, [RAW])
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "not published yet" in str(failure.event_specific_data.error)
+    description = failure.event_specific_data.user_failure_data.description
+    assert description.startswith("stage 'download' failed: NotPublished: ") and "not published yet" in description
+    assert "completed with status" not in description
+    assert len(list(Path(launcher.work_dir).glob("*/market-etl-download.job"))) == 1  # no step retry
+
+
+def test_transient_glue_failure_is_retried_and_the_partition_materialises_in_one_run(aws, mirror):
+    """The first run of the download job fails as a Glue fault does (before the script starts); the asset's
+    RetryPolicy starts a second one, which succeeds: one Dagster run, the partition materialised."""
+    _settings, launcher, env = aws
+    settings = Settings.from_env({**env, "MARKET_ETL_STAGE_RETRY_DELAY": "0.1"})
+    flaky = StandInGlueLauncher(**{**launcher.model_dump(), "fail_first_runs": {"market-etl-download": 1}})
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, flaky, instance, [RAW])
+        assert result.success
+        assert [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY") == 1
+        assert _metadata(result, RAW)["status"] in ("downloaded", "up_to_date")
+        assert len(list(Path(launcher.work_dir).glob("*/market-etl-download.job"))) == 2
+        materialized = instance.get_latest_materialization_event(RAW)
+        assert materialized is not None and materialized.run_id == result.run_id
+
+
+def test_stage_log_lines_reach_the_dagster_run_through_pipes_on_s3(aws, mirror):
+    """The stage's own lines (its Pipes log calls and the core modules' loggers) are in the run's logs."""
+    settings, launcher, _env = aws
+    mirror.set_fault(f"{SYMBOL}-trades-{MONTH}.zip", "status", times=1, status=503)
+    with dg.instance_for_test() as instance:
+        result = _materialize(settings, launcher, instance, [RAW])
+        assert result.success
+        messages = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any(m.startswith(f"downloading {PARTITION}") for m in messages), messages
+    # core.download's retry warning, logged with the logging module inside the Glue job.
+    assert any(m.startswith("market_etl.core.download: ") and "attempt 1 failed" in m for m in messages), messages
 
 
 def test_aws_runtime_builds_the_glue_launcher_from_settings():

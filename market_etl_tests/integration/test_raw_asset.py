@@ -73,6 +73,9 @@ def test_not_published_month_fails_the_run_clearly(mirror, tmp_path):
             assert not result.success
             [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
             assert "not published yet" in str(failure.event_specific_data.error)
+            # The stage's own reason, reported through Pipes, is the failure's description.
+            description = failure.event_specific_data.user_failure_data.description
+            assert description.startswith("stage 'download' failed: NotPublished: ")
     finally:
         mirror.clear_faults()
     assert not (tmp_path / "lake" / "raw").exists() or not any((tmp_path / "lake" / "raw").rglob("*.zip"))

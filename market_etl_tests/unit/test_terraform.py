@@ -27,6 +27,7 @@ from hcl2 import SerializationOptions
 
 from market_etl.core import catalog
 from market_etl.core.catalog import ANALYTICS_TABLES
+from market_etl_devtools.package import python_shell_additional_modules
 
 REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "terraform"
@@ -243,7 +244,8 @@ def test_required_variables_and_defaults() -> None:
         "kms_deletion_window_days",
         "raw_unzipped_expiry_days",
         "temp_expiry_days",
-        "wheel_path",
+        "artifacts_dir",
+        "package_version",
     ):
         assert name in defaults, f"variable {name} missing"
 
@@ -273,24 +275,19 @@ def test_glue_job_names_are_the_three_stages() -> None:
     assert set(_glue_jobs()) == set(GLUE_JOB_SCRIPTS)
 
 
-def test_glue_job_scripts_are_the_stage_scripts_from_the_repo() -> None:
-    objects = _resources("aws_s3_object")
+def test_glue_job_scripts_are_the_stage_scripts_make_package_builds() -> None:
+    """Each job runs its stage's script as `make package` copies it to dist/glue/jobs/ (re-uploaded when it changes)."""
+    script = _resources("aws_s3_object")["stage_script"]
+    assert script["source"] == "${local.artifacts_source}/jobs/${each.key}.py"
+    assert script["source_hash"] == '${filemd5("${local.artifacts_source}/jobs/${each.key}.py")}'
+    assert script["kms_key_id"] == KMS_KEY_ARN
     for name, job in _glue_jobs().items():
         (command,) = job["command"]
-        match = re.fullmatch(r"s3://\$\{aws_s3_bucket\.lake\.id\}/\$\{aws_s3_object\.(\w+)\.key\}", command["script_location"])
-        assert match, f"{name}: script_location must point at an uploaded aws_s3_object: {command['script_location']}"
-        script = objects[match.group(1)]
-        source = script["source"]
-        assert source.startswith("${path.module}/"), f"{name}: script source must be relative to path.module: {source}"
-        path = (TF_DIR / source.removeprefix("${path.module}/")).resolve()
-        relative = path.relative_to(REPO).as_posix()
-        assert relative.startswith("market_etl/stages/"), f"{name}: {relative} is not a stage script"
-        assert relative == GLUE_JOB_SCRIPTS[name], f"{name} runs {relative}"
-        if path.exists():
-            assert path.is_file()
-        # Re-upload when the script changes.
-        assert script["source_hash"] == f'${{filemd5("{source}")}}'
-        assert script["kms_key_id"] == KMS_KEY_ARN
+        match = re.fullmatch(r's3://\$\{aws_s3_bucket\.lake\.id\}/\$\{aws_s3_object\.stage_script\["(\w+)"\]\.key\}',
+                             command["script_location"])
+        assert match, f"{name}: script_location must point at an uploaded stage script: {command['script_location']}"
+        assert f"market_etl/stages/{match.group(1)}.py" == GLUE_JOB_SCRIPTS[name], f"{name} runs {match.group(1)}"
+        assert (REPO / GLUE_JOB_SCRIPTS[name]).is_file()
 
 
 def test_glue_jobs_disable_bookmarks_and_leave_retries_to_dagster() -> None:
@@ -313,13 +310,12 @@ def test_download_and_unzip_are_python_shell_with_pipes_for_39() -> None:
         assert command["python_version"] == "3.9"
         assert float(_resolve(job["max_capacity"])) in (0.0625, 1.0)
         arguments = _resolve(job["default_arguments"])
-        # The last dagster-pipes release that installs on Python 3.9; unzip also gets ISA-L, pinned as the
-        # main stack pins it.
-        expected = "dagster-pipes==1.10.21"
-        if name == "market-etl-unzip":
-            expected += f",isal=={_constraint_pin('isal')}"
-        assert arguments["--additional-python-modules"] == expected, name
-        assert arguments["--extra-py-files"].endswith("${aws_s3_object.wheel.key}")
+        # What `make package` checked for CPython 3.9 wheels: dagster-pipes 1.10.21 (the last for 3.9), ...
+        assert arguments["--additional-python-modules"] == python_shell_additional_modules(), name
+        assert "dagster-pipes==1.10.21" in arguments["--additional-python-modules"].split(",")
+        assert f"isal=={_constraint_pin('isal')}" in arguments["--additional-python-modules"].split(",")
+        # The Python shell bundle, never the runtime wheel (Python >= 3.11, the Dagster/Spark stack as dependencies).
+        assert arguments["--extra-py-files"] == "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.python_shell_bundle.key}"
 
 
 def test_etl_is_glue_5_spark_sized_by_variables() -> None:
@@ -331,7 +327,7 @@ def test_etl_is_glue_5_spark_sized_by_variables() -> None:
     assert job["worker_type"] == "${var.glue_etl_worker_type}"
     assert job["number_of_workers"] == "${var.glue_etl_worker_count}"
     modules = _resolve(job["default_arguments"])["--additional-python-modules"].split(",")
-    assert modules[0].endswith("${aws_s3_object.wheel.key}")
+    assert modules[0] == "s3://${aws_s3_bucket.lake.id}/${aws_s3_object.runtime_wheel.key}"
     assert "dagster-pipes==1.13.27" in modules
 
 
@@ -418,6 +414,20 @@ def test_bucket_policy_denies_insecure_transport(bucket: str, arn: str) -> None:
     assert set(deny["resources"]) == {arn, f"{arn}/*"}
 
 
+# Storage classes whose objects GetObject refuses (InvalidObjectState) until restored.
+NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
+
+
+def test_no_object_a_stage_reads_goes_to_a_storage_class_that_needs_a_restore() -> None:
+    """Reprocessing an old month (unzip reads raw/, the ETL reads raw_unzipped/) must work without a manual step."""
+    rules = _resolve(_for_bucket("aws_s3_bucket_lifecycle_configuration", "lake")["rule"])
+    classes = {t["storage_class"] for rule in rules for key in ("transition", "noncurrent_version_transition")
+               for t in rule.get(key, [])}
+    assert classes and not classes & NEEDS_RESTORE, classes
+    # ... so no role needs to restore anything.
+    assert not any("RestoreObject" in path.read_text() for path in TF_DIR.glob("*.tf"))
+
+
 def test_lake_lifecycle() -> None:
     rules = _resolve(_for_bucket("aws_s3_bucket_lifecycle_configuration", "lake")["rule"])
     assert all(rule["status"] == "Enabled" for rule in rules)
@@ -430,8 +440,9 @@ def test_lake_lifecycle() -> None:
     assert len(by_prefix) == len(rules), "one rule per prefix"
 
     (transition,) = by_prefix["raw/"]["transition"]
-    assert (transition["storage_class"], transition["days"]) == ("GLACIER", "90")
-    # The small .meta.json sidecars stay readable (GetObject fails on archived objects).
+    # Glacier Instant Retrieval: an old month reprocesses without a restore (GetObject works as on Standard).
+    assert (transition["storage_class"], transition["days"]) == ("GLACIER_IR", "90")
+    # The small .meta.json sidecars stay in Standard (each one would be billed as 128 KiB in Glacier IR).
     (raw_filter,) = by_prefix["raw/"]["filter"][0]["and"]
     assert int(raw_filter["object_size_greater_than"]) >= 4096
     assert "expiration" not in by_prefix["raw/"], "raw/ is the source of truth: archived, never expired"

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import socket
 import sys
 import threading
@@ -34,9 +35,10 @@ S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 #: status -> status (default 503); truncate -> after_bytes (default half the
 #: body); stall -> seconds (default 30) and after_bytes sent first (default 0).
 FAULT_PARAMS: dict[str, dict[str, type]] = {
-    "status": {"status": int},
+    "status": {"status": int, "retry_after": int},
     "truncate": {"after_bytes": int},
     "stall": {"seconds": float, "after_bytes": int},
+    "drip": {"chunk_bytes": int, "interval": float},
     "wrong_checksum": {},
     "missing_checksum": {},
     "not_found": {},
@@ -82,8 +84,13 @@ class MirrorServer:
         port: int = 0,
         page_size: int = 1000,
         bucket: str = "data.binance.vision",
+        accept_ranges: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
+        # Like data.binance.vision (S3 behind CloudFront), files answer `Range: bytes=N-` with 206; False: the
+        # header is ignored and every GET sends the whole file, as a server without range support does.
+        self.accept_ranges = accept_ranges
+        self._range_starts: list[tuple[str, int]] = []
         self.page_size = page_size
         self.bucket = bucket
         self._address = (host, port)
@@ -207,6 +214,12 @@ class MirrorServer:
         with self._lock:
             return list(self._log)
 
+    def range_starts(self, path_or_basename: str) -> list[int]:
+        """The byte offsets ranged GETs of a file asked to start from (206 answers), in order."""
+        with self._lock:
+            return [start for path, start in self._range_starts
+                    if path_or_basename in (path, posixpath.basename(path))]
+
     def count(self, path_or_basename: str) -> int:
         """How many requests hit a URL path or a file basename."""
         with self._lock:
@@ -287,29 +300,67 @@ class MirrorServer:
         kind = fault.kind if fault else None
         if fault is not None and fault.kind == "status":
             status = int(fault.params.get("status", 503))
-            self._respond(handler, method, path, status, f"injected {status}\n".encode())
+            retry_after = fault.params.get("retry_after")
+            headers = {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+            self._respond(handler, method, path, status, f"injected {status}\n".encode(), headers=headers)
             return
         if kind in ("not_found", "missing_checksum") or not target.is_file():
             self._respond(handler, method, path, 404, b"not found\n")
             return
         body = _read_body(target, wrong_checksum=kind == "wrong_checksum")
-        self._send_head(handler, method, path, body)
+        start = self._range_start(handler, method, body) if self.accept_ranges else 0
+        if start is None:
+            self._respond(handler, method, path, 416, b"range not satisfiable\n",
+                          headers={"Content-Range": f"bytes */{body.size}"})
+            return
+        if start:
+            with self._lock:
+                self._range_starts.append((path, start))
+        self._send_head(handler, method, path, body, start)
         if method == "HEAD":
             return
+        # Fault offsets count the bytes of this response (from `start` on a ranged GET).
         if fault is not None and fault.kind == "truncate":
-            after = int(fault.params.get("after_bytes", body.size // 2))
-            _copy(handler, body, 0, min(after, body.size))
+            after = int(fault.params.get("after_bytes", (body.size - start) // 2))
+            _copy(handler, body, start, min(start + after, body.size))
             handler.close_connection = True
         elif fault is not None and fault.kind == "stall":
-            after = min(int(fault.params.get("after_bytes", 0)), body.size)
-            _copy(handler, body, 0, after)
+            after = min(start + int(fault.params.get("after_bytes", 0)), body.size)
+            _copy(handler, body, start, after)
             handler.wfile.flush()
             if self._stopping.wait(float(fault.params.get("seconds", _DEFAULT_STALL_SECONDS))):
                 handler.close_connection = True
                 return
             _copy(handler, body, after, body.size)
+        elif fault is not None and fault.kind == "drip":
+            # A server that keeps sending, slowly: every read gets bytes within any read timeout, the
+            # body never ends in reasonable time. Only an overall deadline per attempt ends it.
+            chunk, interval = int(fault.params.get("chunk_bytes", 64)), float(fault.params.get("interval", 0.05))
+            position = start
+            while position < body.size and not self._stopping.wait(interval):
+                end = min(position + chunk, body.size)
+                try:
+                    _copy(handler, body, position, end)
+                    handler.wfile.flush()
+                except OSError:  # the client gave up
+                    handler.close_connection = True
+                    return
+                position = end
+            handler.close_connection = position < body.size
         else:
-            _copy(handler, body, 0, body.size)
+            _copy(handler, body, start, body.size)
+
+    @staticmethod
+    def _range_start(handler: _Handler, method: str, body: "_Body") -> int | None:
+        """The N of a `Range: bytes=N-` on a GET (0 without one); None when N is past the end (416)."""
+        header = handler.headers.get("Range")
+        if method != "GET" or not header:
+            return 0
+        match = re.fullmatch(r"bytes=(\d+)-", header.strip())
+        if not match:
+            return 0  # other range forms are not needed by any client here: the whole file
+        start = int(match.group(1))
+        return start if start < body.size else None
 
     def _resolve(self, url_path: str) -> Path | None:
         """Map a URL path inside root; None for anything that could escape it."""
@@ -320,21 +371,29 @@ class MirrorServer:
         target = (self.root / relative.lstrip("/")).resolve()
         return target if target.is_relative_to(self.root) else None
 
-    def _send_head(self, handler: _Handler, method: str, path: str, body: _Body) -> None:
-        self._record(method, path, 200)
-        handler.send_response(200)
+    def _send_head(self, handler: _Handler, method: str, path: str, body: _Body, start: int = 0) -> None:
+        status = 206 if start else 200
+        self._record(method, path, status)
+        handler.send_response(status)
         handler.send_header("Content-Type", "application/zip" if path.endswith(".zip") else "text/plain")
-        handler.send_header("Content-Length", str(body.size))
+        handler.send_header("Content-Length", str(body.size - start))
+        if self.accept_ranges:
+            handler.send_header("Accept-Ranges", "bytes")
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{body.size - 1}/{body.size}")
         handler.send_header("Last-Modified", formatdate(body.mtime, usegmt=True))
         handler.end_headers()
 
     def _respond(
-        self, handler: _Handler, method: str, path: str, status: int, payload: bytes, content_type: str = "text/plain"
+        self, handler: _Handler, method: str, path: str, status: int, payload: bytes, content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
     ) -> None:
         if not path.startswith(CONTROL_PREFIX):
             self._record(method, path, status)
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         if method != "HEAD":
