@@ -22,7 +22,8 @@ from market_etl.core.keys import InvalidPartitionKey
 from market_etl.core.sql import QueryError, QueryResult, bind, get_query, load_queries, parameters_for
 
 # The original design's three sample queries, which `make demo` prints at the end.
-DEMO_QUERIES = ("trades_by_symbol", "vwap_1m", "order_flow_by_symbol")
+#: The original design's three sample queries, as designed (sql/athena_sample_queries.sql labels them).
+DEMO_QUERIES = ("trades_by_symbol", "vwap_1m", "original_order_flow")
 
 
 def _cell(value: Any) -> str:
