@@ -19,7 +19,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *build_lake_assets(partitions),
-            *build_processed_assets(partitions, settings.reject_tolerance),
+            *build_processed_assets(partitions, settings.reject_tolerance, lake_url=settings.lake),
             *build_analytics_assets(partitions),
         ],
         resources=build_resources(settings),

@@ -1,8 +1,14 @@
 """processed/trades: the Spark ETL stage as an asset, with the checks the stage reports through Pipes."""
 
+import os
+
 import dagster as dg
 
+from market_etl.core.catalog import DATABASE, TRADES_COLUMNS, TRADES_PARTITION_KEYS, TRADES_TABLE
 from market_etl.core.checks import CHECKS
+from market_etl.core.keys import Zone, lake_key
+from market_etl.core.metadata import COLUMN_SCHEMA, TABLE_NAME, URI
+from market_etl.core.versions import TRANSFORM_VERSION
 from market_etl.defs.raw import RAW_UNZIPPED_TRADES_CSV
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.partitions import partition_of
@@ -14,8 +20,24 @@ PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
 SPARK_POOL = "spark"
 
 
-def build_processed_assets(partitions_def: dg.PartitionsDefinition,
-                           reject_tolerance: float = 0.0) -> list[dg.AssetsDefinition]:
+def trades_column_schema() -> dg.TableSchema:
+    """The processed trades' columns from their one declaration (core.catalog), partition keys last."""
+    return dg.TableSchema(columns=[dg.TableColumn(name, sql_type) for name, sql_type in TRADES_COLUMNS]
+                          + [dg.TableColumn(name, sql_type, description="partition key (directory name)")
+                             for name, sql_type in TRADES_PARTITION_KEYS])
+
+
+def processed_trades_metadata(lake_url: str | None) -> dict:
+    """Definition metadata: the UI's columns tab, the table it is queried as and where its files live."""
+    metadata = {COLUMN_SCHEMA: trades_column_schema(), TABLE_NAME: f"{DATABASE}.{TRADES_TABLE}"}
+    if lake_url:
+        root = lake_url if "://" in lake_url else os.path.abspath(lake_url)
+        metadata[URI] = f"{root.rstrip('/')}/{lake_key(Zone.PROCESSED)}"
+    return metadata
+
+
+def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_tolerance: float = 0.0,
+                           lake_url: str | None = None) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=PROCESSED_TRADES,
         deps=[RAW_UNZIPPED_TRADES_CSV],
@@ -23,6 +45,8 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition,
         group_name="lake",
         kinds={"spark", "parquet"},
         pool=SPARK_POOL,
+        code_version=TRANSFORM_VERSION,
+        metadata=processed_trades_metadata(lake_url),
         automation_condition=DOWNSTREAM_AUTOMATION,
         check_specs=[
             dg.AssetCheckSpec(check.name, asset=PROCESSED_TRADES, blocking=check.blocking,
