@@ -17,7 +17,7 @@ def _init_home(args) -> int:
 
 
 #: Subcommands that live in the tooling package (market_etl_devtools), not in what ships to Glue.
-DEVTOOLS_COMMANDS = ("mirror", "bench", "demo")
+DEVTOOLS_COMMANDS = ("mirror", "bench", "demo", "dev")
 
 
 def build_parser() -> argparse.ArgumentParser:

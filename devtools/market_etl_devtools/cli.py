@@ -1,4 +1,4 @@
-"""The tooling's `market-etl` subcommands: mirror, bench, demo (registered by `market_etl.cli` when installed)."""
+"""The tooling's `market-etl` subcommands: mirror, bench, demo, dev (registered by `market_etl.cli` when installed)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,12 @@ def _demo(args) -> int:
     from market_etl_devtools.demo import run_demo
 
     return run_demo(trades_per_day=args.trades_per_day, seed=args.seed)
+
+
+def _dev(args) -> int:
+    from market_etl_devtools.dev import run_dev
+
+    return run_dev(real_archive=args.real_archive, host=args.host, port=args.port)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--trades-per-day", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_demo)
+
+    dev = sub.add_parser("dev", help="dagster dev (what `make dev` runs): after `make demo`, on the demo's "
+                                     "mirror and lake, served for as long as Dagster runs")
+    dev.add_argument("--real-archive", action="store_true",
+                     help="ignore data/demo.env: Binance's real archive (BINANCE_BASE_URL or its default)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_dev)
 
     bench = sub.add_parser("bench", help="benchmarks: `pipeline` (the default: every stage, written to "
                                          "benchmarks/results.md), `unzip` and `etl` in detail")
