@@ -105,6 +105,12 @@ def quarantine_markdown(rejected_by_reason: Mapping[str, int], rows_in: int) -> 
                                      [(f"`{r}`", f"{n:,}", share(n, rows_in)) for r, n in reasons]))
 
 
+def athena_query_url(region: str, query_id: str) -> str:
+    """The Athena console's page of one query execution (its SQL, statistics and result)."""
+    return (f"https://{region}.console.aws.amazon.com/athena/home?region={region}"
+            f"#/query-editor/history/{query_id}")
+
+
 def pipes_metadata(metadata: Mapping[str, Any]) -> dict:
     """Metadata for a Pipes report: typed values as they declare, scalars as they are, dicts and lists as JSON."""
     out = {}
