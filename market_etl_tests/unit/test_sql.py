@@ -177,6 +177,18 @@ def test_sample_query_on_duckdb_equals_python(lake, name):
     assert_rows_equal(result.rows, expected)
 
 
+@pytest.mark.parametrize("name", SAMPLE_QUERIES)
+def test_sample_query_binds_for_athena_as_trino_sql(name):
+    """The Athena side of every sample query (the originals included): Trino SQL with one `?` per parameter."""
+    import sqlglot
+
+    query = get_query(name)
+    values = {k: v for k, v in parameters_for(symbol=SYMBOL, date=DATE).items() if k in query.parameters}
+    sql, parameters = bind(query, values).for_athena()
+    assert sql.count("?") == len(parameters) == len(query.parameters)
+    assert sqlglot.parse_one(sql.replace("?", "NULL"), read="athena").find(sqlglot.exp.Select)
+
+
 def test_partition_filters_read_only_that_days_files(lake):
     root, _ = lake
     engine = DuckDBSqlEngine(lake_url=str(root))
