@@ -221,7 +221,7 @@ def deploy_stage_jobs(endpoint_url: str, bucket: str, region: str = "us-east-1")
     glue = boto3.client("glue", endpoint_url=endpoint_url, region_name=region)
     deployed = {}
     for stage, job_name in glue_job_names().items():
-        script = REPO_ROOT / "market_etl" / "jobs" / f"{stage}.py"
+        script = REPO_ROOT / "market_etl" / "stages" / f"{stage}.py"
         if not script.exists():
             continue
         key = SCRIPT_KEY.format(stage=stage)
