@@ -4,14 +4,14 @@ import os
 
 import dagster as dg
 
-from market_etl.core.catalog import DATABASE, TRADES_COLUMNS, TRADES_PARTITION_KEYS, TRADES_TABLE
+from market_etl.core.catalog import TRADES
 from market_etl.core.checks import CHECKS
 from market_etl.core.keys import Zone, lake_key
-from market_etl.core.metadata import COLUMN_SCHEMA, TABLE_NAME, URI
 from market_etl.core.versions import TRANSFORM_VERSION
 from market_etl.defs.raw import RAW_UNZIPPED_TRADES_CSV
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.partitions import partition_of
+from market_etl.defs.table_metadata import table_metadata
 from market_etl.resources import LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
 
@@ -20,20 +20,13 @@ PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
 SPARK_POOL = "spark"
 
 
-def trades_column_schema() -> dg.TableSchema:
-    """The processed trades' columns from their one declaration (core.catalog), partition keys last."""
-    return dg.TableSchema(columns=[dg.TableColumn(name, sql_type) for name, sql_type in TRADES_COLUMNS]
-                          + [dg.TableColumn(name, sql_type, description="partition key (directory name)")
-                             for name, sql_type in TRADES_PARTITION_KEYS])
-
-
 def processed_trades_metadata(lake_url: str | None) -> dict:
     """Definition metadata: the UI's columns tab, the table it is queried as and where its files live."""
-    metadata = {COLUMN_SCHEMA: trades_column_schema(), TABLE_NAME: f"{DATABASE}.{TRADES_TABLE}"}
+    uri = None
     if lake_url:
         root = lake_url if "://" in lake_url else os.path.abspath(lake_url)
-        metadata[URI] = f"{root.rstrip('/')}/{lake_key(Zone.PROCESSED)}"
-    return metadata
+        uri = f"{root.rstrip('/')}/{lake_key(Zone.PROCESSED)}"
+    return table_metadata(TRADES, uri)
 
 
 def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_tolerance: float = 0.0,

@@ -102,3 +102,26 @@ def test_pipes_metadata_types():
     assert out["md"] == {"type": "md", "raw_value": "**x**"}
     assert out["dagster/column_schema"] == {"type": "table_schema",
                                             "raw_value": {"columns": [{"name": "trade_id", "type": "bigint"}]}}
+
+
+def test_table_assets_declare_columns_table_name_and_code_version():
+    import dagster as dg
+
+    from market_etl.core.catalog import ANALYTICS_TABLES, TRADES_COLUMNS
+    from market_etl.core.versions import TRANSFORM_VERSION
+    from market_etl.definitions import build_definitions
+    from market_etl.settings import Settings
+
+    defs = build_definitions(Settings(lake="s3://bucket/lake"))
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    processed = specs[dg.AssetKey(["processed", "trades"])]
+    assert processed.code_version == TRANSFORM_VERSION
+    assert processed.metadata["dagster/uri"] == "s3://bucket/lake/processed/trades"
+    tables = {("processed", "trades"): ("market_data.trades_binance", TRADES_COLUMNS),
+              ("market_data", "trades_binance"): ("market_data.trades_binance", TRADES_COLUMNS),
+              **{("analytics", name): (f"market_data.{name}", table.columns) for name, table in ANALYTICS_TABLES.items()}}
+    for path, (table_name, columns) in tables.items():
+        metadata = specs[dg.AssetKey(list(path))].metadata
+        assert metadata["dagster/table_name"] == table_name, path
+        declared = [(c.name, c.type) for c in metadata["dagster/column_schema"].columns]
+        assert declared[:len(columns)] == list(columns), path
