@@ -153,7 +153,8 @@ def test_one_partition_through_glue_and_moto(aws, glue, moto_endpoint, s3_bucket
     assert len(days) == processed["days_written"] > 0
     rows = sum(pq.read_metadata(io.BytesIO(body)).num_rows for body in parts.values())
     assert rows == processed["rows_written"] == processed["rows_in"] == generated.rows
-    assert processed["dagster/row_count"] == rows and sum(r.data["rows"] for r in processed["rows_per_day"].records) == rows
+    assert processed["dagster/row_count"] == rows
+    assert sum(record.data["rows"] for record in processed["rows_per_day"].records) == rows
 
     # The catalog: one Glue partition per day written, located at that day's directory in the bucket.
     assert _metadata(result, TRADES_TABLE)["glue_partitions_created"] == len(days)

@@ -119,7 +119,8 @@ def test_table_assets_declare_columns_table_name_and_code_version():
     assert processed.metadata["dagster/uri"] == "s3://bucket/lake/processed/trades"
     tables = {("processed", "trades"): ("market_data.trades_binance", TRADES_COLUMNS),
               ("market_data", "trades_binance"): ("market_data.trades_binance", TRADES_COLUMNS),
-              **{("analytics", name): (f"market_data.{name}", table.columns) for name, table in ANALYTICS_TABLES.items()}}
+              **{("analytics", name): (f"market_data.{name}", table.columns)
+                 for name, table in ANALYTICS_TABLES.items()}}
     for path, (table_name, columns) in tables.items():
         metadata = specs[dg.AssetKey(list(path))].metadata
         assert metadata["dagster/table_name"] == table_name, path
