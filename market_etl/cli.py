@@ -21,6 +21,8 @@ def _init_home(args) -> int:
 DEVTOOLS_COMMANDS = {
     "mirror": "generate or serve a local Binance-format archive mirror",
     "demo": "run the pipeline end to end on a generated local mirror",
+    "dev": "dagster dev (what `make dev` runs): after `make demo`, on the demo's mirror and lake, served for as "
+           "long as Dagster runs",
     "bench": "benchmarks: `pipeline` (the default: every stage, written to benchmarks/results.md), "
              "`query` (the query command and read API), `unzip` and `etl` in detail",
 }

@@ -21,7 +21,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *build_lake_assets(partitions, retries),
-            *build_processed_assets(partitions, settings.reject_tolerance, retries),
+            *build_processed_assets(partitions, settings.reject_tolerance, retries, lake_url=settings.lake),
             *build_analytics_assets(partitions),
         ],
         resources=build_resources(settings),

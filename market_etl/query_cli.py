@@ -39,7 +39,8 @@ from market_etl.core.sql import (
 from market_etl.lake.query_engine import export_format, json_value
 
 # The original design's three sample queries, which `make demo` prints at the end.
-DEMO_QUERIES = ("trades_by_symbol", "vwap_1m", "order_flow_by_symbol")
+#: The original design's three sample queries, as designed (sql/athena_sample_queries.sql labels them).
+DEMO_QUERIES = ("trades_by_symbol", "vwap_1m", "original_order_flow")
 
 
 def _cell(value: Any) -> str:

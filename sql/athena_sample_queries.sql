@@ -33,8 +33,20 @@ WHERE year = :year AND month = :month AND day = :day AND symbol = :symbol
 GROUP BY date_trunc('minute', trade_time)
 ORDER BY minute;
 
+-- name: original_order_flow
+-- Original design query 3 as designed: taker buy / taker sell notional in USD (quote_qty) per symbol for one month.
+SELECT symbol,
+       CASE WHEN is_buyer_maker THEN 'taker_sell' ELSE 'taker_buy' END AS taker_side,
+       COUNT(*) AS trades,
+       SUM(quote_qty) AS total_volume_usd
+FROM market_data.trades_binance
+WHERE year = :year AND month = :month
+GROUP BY symbol, CASE WHEN is_buyer_maker THEN 'taker_sell' ELSE 'taker_buy' END
+ORDER BY symbol, taker_side;
+
 -- name: order_flow_by_symbol
--- Original design query 3: buy/sell order flow by symbol (taker side). imbalance = (buy - sell) / total volume.
+-- Richer variant of original design query 3 (not the original: no month filter, base-asset quantity):
+-- buy/sell order flow by symbol over the whole table (taker side). imbalance = (buy - sell) / total volume.
 SELECT symbol,
        SUM(CASE WHEN is_buyer_maker THEN 0 ELSE quantity END) AS buy_volume,
        SUM(CASE WHEN is_buyer_maker THEN quantity ELSE 0 END) AS sell_volume,

@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from market_etl_devtools.dev import write_demo_env
+
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
 DEMO_MONTHS = ("2025-07", "2025-08", "2025-09")
 MIRROR_DIR = Path("data/mirror")
@@ -51,6 +53,8 @@ def run_demo(trades_per_day: int = 2000, seed: int = 7) -> int:
         os.environ["BINANCE_BASE_URL"] = server.base_url
         os.environ.setdefault("MARKET_ETL_SYMBOLS", ",".join(DEMO_SYMBOLS))
         os.environ.setdefault("MARKET_ETL_FIRST_MONTH", DEMO_MONTHS[0])
+        # The demo's archives stream in well under the usual 5 s between progress lines: one line per write.
+        os.environ.setdefault("MARKET_ETL_PROGRESS_SECONDS", "0")
         settings = Settings.from_env()
         instance = get_instance(settings)
         defs = build_definitions(settings)
@@ -77,6 +81,12 @@ def run_demo(trades_per_day: int = 2000, seed: int = 7) -> int:
                     print(f"      {line}")
     print(f"demo: {len(DEMO_SYMBOLS) * len(DEMO_MONTHS) - failures} partitions ok, {failures} failed, "
           f"{time.monotonic() - started:.1f}s")
+    state = write_demo_env({"MARKET_ETL_LAKE": os.path.abspath(settings.lake) if "://" not in settings.lake
+                            else settings.lake,
+                            "MARKET_ETL_SYMBOLS": ",".join(settings.symbols),
+                            "MARKET_ETL_FIRST_MONTH": settings.first_month,
+                            "MARKET_ETL_DEMO_MIRROR": str(mirror.resolve())})
+    print(f"demo: `make dev` now serves this mirror and lake ({state}); the real archive: make dev REAL_ARCHIVE=1")
     from market_etl.query_cli import show_demo_queries
     from market_etl.resources.sql import build_sql_engine
 

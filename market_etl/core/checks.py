@@ -10,9 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from market_etl.core.metadata import Markdown, code_block, markdown_table, share
 from market_etl.core.rules import RULES, IdLayout, rules_of_check
 
 MAX_LISTED = 10  # offending ids, gaps and sample lines listed in a check's metadata
+MAX_SHOWN_LINES = 5  # sample source lines in the check's readable summary
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ def rule_check_outcome(check: str, rows_in: int, rejected_by_rule: Mapping[str, 
     rejected = sum(by_reason.values())
     allowed = math.floor(tolerance * rows_in)
     return CheckOutcome(check, rejected <= allowed, CHECKS_BY_NAME[check].severity, {
+        "summary": rule_check_markdown(check, rows_in, by_reason, allowed, sample_lines),
         "rows_rejected": rejected,
         "rows_in": rows_in,
         "rejected_fraction": round(rejected / rows_in, 9) if rows_in else 0.0,
@@ -82,7 +85,10 @@ def rule_check_outcome(check: str, rows_in: int, rejected_by_rule: Mapping[str, 
 def reconciliation_outcome(rows_in: int, rows_written: int, rows_rejected: int,
                            duplicates_removed: int) -> CheckOutcome:
     accounted = rows_written + rows_rejected + duplicates_removed
+    counts = [("rows in", rows_in), ("rows written", rows_written), ("rows quarantined", rows_rejected),
+              ("exact duplicates removed", duplicates_removed), ("unaccounted", rows_in - accounted)]
     return CheckOutcome("rows_reconciled", rows_in == accounted, CHECKS_BY_NAME["rows_reconciled"].severity, {
+        "summary": Markdown(markdown_table(["rows", "count"], [(name, f"{n:,}") for name, n in counts])),
         "rows_in": rows_in,
         "rows_written": rows_written,
         "rows_rejected": rows_rejected,
@@ -93,10 +99,31 @@ def reconciliation_outcome(rows_in: int, rows_written: int, rows_rejected: int,
 
 def contiguity_outcome(layout: IdLayout) -> CheckOutcome:
     gaps = layout.gaps
+    summary = (f"Trade ids {layout.first_id}..{layout.last_id}: no gap." if not gaps else
+               f"{len(gaps):,} gap(s), {layout.missing_ids:,} id(s) missing between {layout.first_id} and "
+               f"{layout.last_id}:\n\n" + markdown_table(
+                   ["missing ids", "count"],
+                   [(f"{g.after_id + 1}..{g.next_id - 1}", f"{g.missing:,}") for g in gaps[:MAX_SHOWN_LINES]]))
     return CheckOutcome("trade_ids_contiguous", not gaps, CHECKS_BY_NAME["trade_ids_contiguous"].severity, {
+        "summary": Markdown(summary),
         "gaps": len(gaps),
         "missing_ids": layout.missing_ids,
         "first_id": layout.first_id,
         "last_id": layout.last_id,
         "first_gaps": [f"{g.after_id + 1}..{g.next_id - 1} ({g.missing} missing)" for g in gaps[:MAX_LISTED]],
     })
+
+
+def rule_check_markdown(check: str, rows_in: int, rejected_by_reason: Mapping[str, int], allowed: int,
+                        sample_lines: Sequence[str]) -> Markdown:
+    """What a person reads on the check: each rule with its rows and share, then a few quarantined lines."""
+    rejected = sum(rejected_by_reason.values())
+    verdict = (f"{rejected:,} of {rows_in:,} source rows broke these rules ({share(rejected, rows_in)}); "
+               f"tolerance {allowed:,} rows.")
+    table = markdown_table(["rule", "rows", "share"],
+                           [(f"`{reason}`", f"{n:,}", share(n, rows_in)) for reason, n in rejected_by_reason.items()])
+    text = f"{verdict}\n\n{table}"
+    if sample_lines:
+        shown = list(sample_lines[:MAX_SHOWN_LINES])
+        text += f"\n\nFirst {len(shown)} quarantined source line(s):\n\n{code_block(shown)}"
+    return Markdown(text)

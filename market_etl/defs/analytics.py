@@ -8,10 +8,12 @@ condition (DOWNSTREAM_AUTOMATION) waits for those checks to pass.
 
 import dagster as dg
 
+from market_etl.core.catalog import TRADES, analytics_table
 from market_etl.core.sql import check_outcome
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of
+from market_etl.defs.table_metadata import table_metadata
 from market_etl.resources.sql import SqlEngine
 
 # (asset, check name, check query in sql/athena_analytics.sql, description)
@@ -33,7 +35,7 @@ def _analytics_asset(key: dg.AssetKey, partitions_def: dg.PartitionsDefinition,
 
     @dg.asset(key=key, deps=[TRADES_TABLE_ASSET], partitions_def=partitions_def, group_name="analytics",
               kinds={"duckdb", "parquet"}, automation_condition=DOWNSTREAM_AUTOMATION, description=description,
-              )
+              metadata=table_metadata(analytics_table(dataset)))
     def analytics(context: dg.AssetExecutionContext, sql: SqlEngine) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata=sql.write_analytics(dataset, partition_of(context)).metadata())
 
@@ -58,6 +60,7 @@ def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
         partitions_def=partitions_def,
         group_name="catalog",
         kinds={"duckdb", "glue"},
+        metadata=table_metadata(TRADES),
         automation_condition=DOWNSTREAM_AUTOMATION,
         description=(
             "The processed trades as the SQL table `market_data.trades_binance` (year/month/day/symbol "

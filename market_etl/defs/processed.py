@@ -1,18 +1,33 @@
 """processed/trades: the Spark ETL stage as an asset, with the checks the stage reports through Pipes."""
 
+import os
+
 import dagster as dg
 
+from market_etl.core.catalog import TRADES
 from market_etl.core.checks import CHECKS
+from market_etl.core.keys import Zone, lake_key
+from market_etl.core.versions import TRANSFORM_VERSION
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import PROCESSED_TRADES, RAW_UNZIPPED_TRADES_CSV, SPARK_POOL
 from market_etl.defs.partitions import partition_of
+from market_etl.defs.table_metadata import table_metadata
 from market_etl.resources import LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
 
 
+def processed_trades_metadata(lake_url: str | None) -> dict:
+    """Definition metadata: the UI's columns tab, the table it is queried as and where its files live."""
+    uri = None
+    if lake_url:
+        root = lake_url if "://" in lake_url else os.path.abspath(lake_url)
+        uri = f"{root.rstrip('/')}/{lake_key(Zone.PROCESSED)}"
+    return table_metadata(TRADES, uri)
+
 
 def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_tolerance: float = 0.0,
-                           retry_policy: dg.RetryPolicy | None = None) -> list[dg.AssetsDefinition]:
+                           retry_policy: dg.RetryPolicy | None = None,
+                           lake_url: str | None = None) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=PROCESSED_TRADES,
         deps=[RAW_UNZIPPED_TRADES_CSV],
@@ -21,6 +36,8 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
         kinds={"spark", "parquet"},
         pool=SPARK_POOL,
         retry_policy=retry_policy,
+        code_version=TRANSFORM_VERSION,
+        metadata=processed_trades_metadata(lake_url),
         automation_condition=DOWNSTREAM_AUTOMATION,
         check_specs=[
             dg.AssetCheckSpec(check.name, asset=PROCESSED_TRADES, blocking=check.blocking,

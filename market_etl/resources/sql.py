@@ -33,7 +33,8 @@ from market_etl.core.catalog import (
     sql_string,
 )
 from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id
-from market_etl.core.sql import BoundQuery, QueryResult, bind, get_query, partition_parameters
+from market_etl.core.metadata import ROW_COUNT, athena_query_url
+from market_etl.core.sql import BoundQuery, QueryError, QueryResult, bind, get_query, partition_parameters
 from market_etl.lake import Lake, LocalLake, open_lake
 from market_etl.lake.query_engine import AthenaQueryEngine, DuckDBQueryEngine
 from market_etl.settings import Settings
@@ -52,7 +53,8 @@ class AnalyticsOutput:
     details: dict[str, object] = field(default_factory=dict)  # engine-specific metadata (files, query id, ...)
 
     def metadata(self) -> dict[str, object]:
-        return {"uri": self.uri, "rows": self.rows, "bytes": self.bytes, "seconds": round(self.seconds, 3),
+        return {ROW_COUNT: self.rows,
+                "uri": self.uri, "rows": self.rows, "bytes": self.bytes, "seconds": round(self.seconds, 3),
                 "rows_per_second": round(self.rows / self.seconds) if self.seconds else None, **self.details}
 
 
@@ -258,7 +260,10 @@ class AthenaSqlEngine(SqlEngine):
         return AnalyticsOutput(
             dataset=dataset, partition=partition, uri=target, rows=written.rows, bytes=written.bytes,
             seconds=time.perf_counter() - started,
-            details={"files": written.files, "athena_query_id": query_id, "table": f"{self.database}.{dataset}",
+            details={"files": written.files, "athena_query_id": query_id,
+                     **({"athena_query_url": dg.MetadataValue.url(athena_query_url(self.region, query_id))}
+                        if self.region else {}),
+                     "table": f"{self.database}.{dataset}",
                      "glue_partition_created": changes.created == 1, "previous_versions_deleted": len(older)},
         )
 

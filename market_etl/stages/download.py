@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from market_etl.core import defaults
 from market_etl.core.download import RetryPolicy, download_archive
+from market_etl.stages._progress import ReportingLake, progress_seconds
 from market_etl.stages._stage import (abort_writes_on_sigterm, flag_argument, open_stage_pipes, parse_stage_args,
                                      stage_parser)
 from market_etl.lake import open_lake
@@ -24,8 +25,9 @@ def main(argv=None) -> None:
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
         pipes.log.info(f"downloading {args.partition} from {args.base_url}")
+        reporting = ReportingLake(lake, f"downloading {args.partition}", pipes.log.info, progress_seconds())
         result = download_archive(
-            args.partition, args.base_url, lake,
+            args.partition, args.base_url, reporting,
             allow_missing_checksum=args.allow_missing_checksum,
             timeout=(defaults.HTTP_CONNECT_TIMEOUT_SECONDS, args.timeout),
             policy=RetryPolicy(attempts=args.attempts, backoff_seconds=args.backoff),

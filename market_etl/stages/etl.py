@@ -16,6 +16,7 @@ job; it imports dagster_pipes, never dagster, and takes everything as arguments.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import time
@@ -30,6 +31,17 @@ from market_etl.core.checks import (
 )
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.core.memory import peak_rss_bytes
+from market_etl.core.versions import TRANSFORM_VERSION
+from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
+from market_etl.core.metadata import (
+    COLUMN_SCHEMA,
+    ROW_COUNT,
+    ColumnSchema,
+    days_table,
+    missing_days,
+    pipes_metadata,
+    quarantine_markdown,
+)
 from market_etl.core.publish import PublishedDirectory, clear, publish_directory, remove_directory
 from market_etl.core.trades import (
     PARTITION_COLUMNS,
@@ -57,9 +69,8 @@ from market_etl.core.trades import (
 from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import Lake, open_lake
 
-#: Part of the data version: bump when the transform changes what it writes for the same input.
-TRANSFORM_VERSION = "1"
 MAX_FIRST_LINE = 64 * 1024
+log = logging.getLogger(__name__)  # phase lines; `main` forwards them to the Pipes log (the run's log in the UI)
 MAX_CONFLICTS_LISTED = 10
 
 
@@ -251,16 +262,28 @@ def publish(lake: Lake, paths: Paths, trades_root: str, partition: TradePartitio
 
 
 class Stopwatch:
-    """Seconds per phase of the run, for the metadata (where the time went, run by run)."""
+    """Seconds per phase of the run, for the metadata (where the time went, run by run).
 
-    def __init__(self) -> None:
+    Each phase is logged as it starts (the first lap starts with the watch, the next with the previous
+    lap) and as it ends with its seconds: `main` forwards these lines to the run's log in the UI.
+    """
+
+    def __init__(self, first_phase: str = "") -> None:
         self.started = self._last = time.perf_counter()
         self.phases: dict[str, float] = {}
+        if first_phase:
+            self.start(first_phase)
 
-    def lap(self, phase: str) -> None:
+    def start(self, phase: str) -> None:
+        log.info(f"etl: {phase} started")
+
+    def lap(self, phase: str, next_phase: str = "") -> None:
         now = time.perf_counter()
-        self.phases[phase] = round(self.phases.get(phase, 0.0) + now - self._last, 2)
-        self._last = now
+        seconds, self._last = now - self._last, now
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 2)
+        log.info(f"etl: {phase} finished in {seconds:.1f}s")
+        if next_phase:
+            self.start(next_phase)
 
     @property
     def total(self) -> float:
@@ -286,7 +309,7 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
                            reject_tolerance: float) -> EtlResult:
     from pyspark.sql import Observation
 
-    clock = Stopwatch()
+    clock = Stopwatch("parse_validate_write")
     configure(spark, lake.info(paths.source).size)
 
     observation = Observation()
@@ -302,20 +325,24 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
     rejected_by_rule: dict[str, int] = {}
     samples: dict = {}
     if rows_rejected_seen:
+        clock.start("quarantine")
         rejected_rows(checked).repartition(1).write.mode("overwrite").parquet(lake.uri(paths.staged_rejected))
         rejected_by_rule, samples = quarantine_summary(spark, lake.uri(paths.staged_rejected))
         clock.lap("quarantine")
 
+    clock.start("verify_ids")
     trades_root = paths.staged_trades
     ids = layout_of(spark, lake.uri(trades_root)) if rows_in > rows_rejected_seen else analyse_segments(())
     clock.lap("verify_ids")
     duplicates_removed = 0
     if not ids.unique:
+        clock.start("deduplicate")
         duplicates_removed = deduplicate(spark, lake.uri(trades_root), lake.uri(paths.staged_deduplicated))
         trades_root = paths.staged_deduplicated
         ids = layout_of(spark, lake.uri(trades_root))
         clock.lap("deduplicate")
 
+    clock.start("publish")
     published, removed_days = publish(lake, paths, trades_root, partition, bool(rows_rejected_seen))
     clock.lap("publish")
 
@@ -351,7 +378,30 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if rows_rejected else None,
     }
+    metadata.update(operator_metadata(spark, lake.uri(lake_key(Zone.PROCESSED)), partition, metadata))
     return EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+
+
+def rows_by_day(spark, processed_uri: str, partition: TradePartition) -> dict[int, int]:
+    """Rows per day of the published partition (Parquet footers and partition columns: no data pages read)."""
+    from pyspark.sql import functions as F
+
+    month_dir = f"{processed_uri}/{_below_processed(lake_key(Zone.PROCESSED, partition))}"
+    published = (spark.read.schema(PROCESSED_SCHEMA).option("basePath", processed_uri).parquet(month_dir)
+                 .where(F.col("symbol") == partition.symbol))
+    return {int(r["day"]): int(r["count"]) for r in published.groupBy("day").count().collect()}
+
+
+def operator_metadata(spark, processed_uri: str, partition: TradePartition, metadata: dict) -> dict:
+    """Dagster's standard row count, the month's rows per day (a missing day reads 0) and the quarantine table."""
+    per_day = rows_by_day(spark, processed_uri, partition) if metadata["rows_written"] else {}
+    return {
+        ROW_COUNT: metadata["rows_written"],
+        COLUMN_SCHEMA: ColumnSchema(TRADES_COLUMNS + TRADES_PARTITION_KEYS),
+        "rows_per_day": days_table(partition, per_day),
+        "days_without_rows": len(missing_days(partition, per_day)),
+        "quarantine": quarantine_markdown(metadata["rejected_by_reason"], metadata["rows_in"]),
+    }
 
 
 def data_version(lake: Lake, source: str) -> str | None:
@@ -377,10 +427,6 @@ def jvm_usage(spark) -> tuple[int, float]:
         return 0, 0.0
 
 
-def pipes_metadata(metadata: dict) -> dict:
-    """Pipes takes scalars as they are; counts by reason and lists of ids travel as JSON metadata."""
-    return {key: {"raw_value": value, "type": "json"} if isinstance(value, (dict, list, tuple)) else value
-            for key, value in metadata.items()}
 
 
 #: MARKET_ETL_ETL_ENGINE: the vectorised single-node engine (default for a local lake) or Spark (Glue, S3 lakes).
@@ -437,6 +483,17 @@ def run_spark_stage(args, lake: Lake) -> EtlResult:
     return result
 
 
+class PipesLogHandler(logging.Handler):
+    """Python log records of the stage as Pipes log lines."""
+
+    def __init__(self, pipes) -> None:
+        super().__init__()
+        self.pipes = pipes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.pipes.log.info(self.format(record))
+
+
 def stage_arguments(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--reject-tolerance", type=float, default=0.0,
@@ -447,6 +504,8 @@ def stage_arguments(argv=None):
 def main(argv=None) -> None:
     args = stage_arguments(argv)
     with open_stage_pipes(argv) as pipes:
+        log.addHandler(PipesLogHandler(pipes))
+        log.setLevel(logging.INFO)
         result = run_stage(args)
         m = result.metadata
         if m.get("status") == "up to date":

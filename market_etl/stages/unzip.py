@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from market_etl.core.memory import peak_rss_bytes, reuse_freed_buffers
 from market_etl.core.unzip import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, UnzipLimits, unzip_partition
+from market_etl.stages._progress import ReportingLake, progress_seconds
 from market_etl.stages._stage import abort_writes_on_sigterm, open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
 
@@ -18,7 +19,8 @@ def main(argv=None) -> None:
     abort_writes_on_sigterm()
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
-        result = unzip_partition(args.partition, lake, UnzipLimits(args.max_bytes, args.max_ratio))
+        reporting = ReportingLake(lake, f"inflating {args.partition}", pipes.log.info, progress_seconds())
+        result = unzip_partition(args.partition, reporting, UnzipLimits(args.max_bytes, args.max_ratio))
         if result.status == "up_to_date":
             pipes.log.info(f"{args.partition}: up to date (built from sha256 {result.source_sha256}); skipped")
         else:
@@ -28,6 +30,7 @@ def main(argv=None) -> None:
         metadata = result.as_metadata()
         metadata["peak_rss_mb"] = round(peak_rss_bytes() / 1e6, 1)  # the whole stage process, interpreter included
         metadata["lake_uri"] = lake.uri(result.key)
+        metadata["dagster/row_count"] = result.lines  # lines of the CSV member (a header line counts)
         pipes.report_asset_materialization(metadata=metadata, data_version=result.source_sha256)
 
 

@@ -131,6 +131,10 @@ def test_unload_registers_the_new_run_and_replaces_the_previous_one(moto_endpoin
     first = _engine(moto_endpoint, s3_lake, [3, 2]).write_analytics("ohlcv_1m", BTC)
     assert (first.rows, first.bytes) == (5, len(parquet_bytes("ohlcv_1m", 3)) + len(parquet_bytes("ohlcv_1m", 2)))
     assert first.metadata()["files"] == 2 and first.metadata()["glue_partition_created"] is True
+    assert first.metadata()["dagster/row_count"] == 5
+    query_url = first.metadata()["athena_query_url"]  # a link in the UI, to the query in Athena's console
+    assert query_url.url.endswith(f"#/query-editor/history/{first.metadata()['athena_query_id']}")
+    assert query_url.url.startswith(f"https://{REGION}.console.aws.amazon.com/athena/")
     partition_key = lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m")
     assert first.uri.startswith(s3_lake.uri(partition_key) + "/run-") and first.uri.endswith("/")
 

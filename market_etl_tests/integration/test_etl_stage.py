@@ -127,6 +127,12 @@ def test_rerun_is_byte_identical_replaces_only_its_days_and_leaves_siblings_alon
     third = run_etl(spark, JULY, lake)
     after = tree(lake, "processed/")
     assert third.metadata["days_written"] == 30 and third.metadata["days_removed"] == 1
+    # What the UI shows for the month: 30 days of rows, the 31st at 0 rows.
+    assert third.metadata["dagster/row_count"] == third.metadata["rows_written"] == 30 * TRADES_PER_DAY
+    per_day = dict(third.metadata["rows_per_day"].rows)
+    assert len(per_day) == 31 and per_day["2025-07-31"] == 0 and sum(per_day.values()) == 30 * TRADES_PER_DAY
+    assert all(rows for day, rows in per_day.items() if day != "2025-07-31")
+    assert third.metadata["days_without_rows"] == 1
     assert not any("/day=31/" in k and "month=7/" in k and "BTCUSDT" in k for k in after)
     assert {k: v for k, v in after.items() if k in siblings} == siblings
     assert set(after) == set(before) - {k for k in before if "month=7/day=31/symbol=BTCUSDT" in k}
@@ -181,6 +187,12 @@ def test_bad_rows_are_quarantined_duplicates_removed_and_the_checks_fail_as_they
     offending = checks["positive_prices"].metadata["first_offending_ids"]
     assert offending == sorted(int(line.split(",")[0]) for line in rejected if "price" in reasons[line])
     assert checks["well_formed_rows"].passed
+    # Readable: rule, rows, share as a markdown table, then up to 5 of the quarantined source lines.
+    summary = checks["positive_prices"].metadata["summary"]
+    assert "| `price_not_positive` | 2 |" in summary and "| `price_missing` | 1 |" in summary
+    price_lines = sorted((line for line in rejected if "price" in reasons[line]), key=lambda l: int(l.split(",")[0]))
+    assert price_lines[0] in summary and summary.count("\n", summary.index("```")) == len(price_lines) + 1
+    assert "| `trade_time_outside_month` | 4 |" in m["quarantine"]
     assert checks["rows_reconciled"].passed and checks["rows_reconciled"].metadata["unaccounted"] == 0
     missing = [i for i in range(min(valid_ids), max(valid_ids) + 1) if i not in valid_ids]
     contiguity = checks["trade_ids_contiguous"]
@@ -329,6 +341,13 @@ def test_dagster_run_reports_the_checks_on_the_partition_and_a_failed_error_chec
                              if e.asset_key == PROCESSED_TRADES]
         assert materialization.partition == JULY.dagster_key()
         assert materialization.metadata["rows_rejected"].value == 3
+        # Dagster's standard keys and the readable values arrive typed, not as text or JSON.
+        assert materialization.metadata["dagster/row_count"].value == 31 * TRADES_PER_DAY - 3
+        assert [c.name for c in materialization.metadata["dagster/column_schema"].schema.columns][:2] == [
+            "trade_id", "price"]
+        assert isinstance(materialization.metadata["rows_per_day"], dg.TableMetadataValue)
+        assert isinstance(materialization.metadata["quarantine"], dg.MarkdownMetadataValue)
+        assert isinstance(failed.metadata["summary"], dg.MarkdownMetadataValue)
         assert instance.get_materialized_partitions(PROCESSED_TRADES) == {JULY.dagster_key()}
         assert not instance.get_materialized_partitions(dg.AssetKey(["analytics", "after_processed"]))
 

@@ -153,6 +153,8 @@ def test_one_partition_through_glue_and_moto(aws, glue, moto_endpoint, s3_bucket
     assert len(days) == processed["days_written"] > 0
     rows = sum(pq.read_metadata(io.BytesIO(body)).num_rows for body in parts.values())
     assert rows == processed["rows_written"] == processed["rows_in"] == generated.rows
+    assert processed["dagster/row_count"] == rows
+    assert sum(record.data["rows"] for record in processed["rows_per_day"].records) == rows
 
     # The catalog: one Glue partition per day written, located at that day's directory in the bucket.
     assert _metadata(result, TRADES_TABLE_ASSET)["glue_partitions_created"] == len(days)
@@ -166,6 +168,8 @@ def test_one_partition_through_glue_and_moto(aws, glue, moto_endpoint, s3_bucket
         [run] = [r for r in glue.get_job_runs(JobName=job_name)["JobRuns"]
                  if r["Arguments"]["--lake"] == settings.lake]  # moto's Glue is shared by the session's tests
         assert run["Arguments"]["--symbol"] == SYMBOL and run["Arguments"]["--month"] == MONTH
+        # A link in the UI to the job run in Glue's console (dagster-aws's Pipes client adds it).
+        assert _metadata(result, asset)["AWS Glue Job Run URL"].endswith(f"/job/{job_name}/run/{run['Id']}")
 
     # Check results came back through Pipes messages on S3, not over the jobs' stdout.
     checks = _checks(result)

@@ -111,6 +111,13 @@ def expect_order_flow_by_symbol(rows, p):
             for s, ts in _group(rows, lambda s, t: s).items()]
 
 
+def expect_original_order_flow(rows, p):
+    month = _rows(rows, year=p["year"], month=p["month"])
+    return [(symbol, side, len(ts), sum(t.quote_qty for t in ts))
+            for (symbol, side), ts in _group(month, lambda s, t: (s, "taker_sell" if t.is_buyer_maker
+                                                                   else "taker_buy")).items()]
+
+
 def expect_daily_ohlcv(rows, p):
     month = _rows(rows, p["symbol"], p["year"], p["month"])
     out = []
@@ -156,7 +163,7 @@ SAMPLE_QUERIES = [q.name for q in load_queries().values() if q.source == "athena
 
 def test_every_sample_query_has_an_independent_python_answer():
     assert set(SAMPLE_QUERIES) == set(EXPECTED)
-    assert {"trades_by_symbol", "vwap_1m", "order_flow_by_symbol"} <= set(SAMPLE_QUERIES)
+    assert {"trades_by_symbol", "vwap_1m", "original_order_flow", "order_flow_by_symbol"} <= set(SAMPLE_QUERIES)
 
 
 @pytest.mark.parametrize("name", SAMPLE_QUERIES)
@@ -168,6 +175,18 @@ def test_sample_query_on_duckdb_equals_python(lake, name):
     expected = EXPECTED[name](rows, values)
     assert expected, "the generated lake must give every query rows to compare"
     assert_rows_equal(result.rows, expected)
+
+
+@pytest.mark.parametrize("name", SAMPLE_QUERIES)
+def test_sample_query_binds_for_athena_as_trino_sql(name):
+    """The Athena side of every sample query (the originals included): Trino SQL with one `?` per parameter."""
+    import sqlglot
+
+    query = get_query(name)
+    values = {k: v for k, v in parameters_for(symbol=SYMBOL, date=DATE).items() if k in query.parameters}
+    sql, parameters = bind(query, values).for_athena()
+    assert sql.count("?") == len(parameters) == len(query.parameters)
+    assert sqlglot.parse_one(sql.replace("?", "NULL"), read="athena").find(sqlglot.exp.Select)
 
 
 def test_partition_filters_read_only_that_days_files(lake):
@@ -347,7 +366,7 @@ def test_demo_prints_the_three_original_queries(lake, capsys):
     show_demo_queries(DuckDBSqlEngine(lake_url=str(lake[0])), symbol=SYMBOL, date=DATE)
     out = capsys.readouterr().out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("-- ")] == [
-        f"-- {name}" for name in ("trades_by_symbol", "vwap_1m", "order_flow_by_symbol")]
+        f"-- {name}" for name in ("trades_by_symbol", "vwap_1m", "original_order_flow")]
     assert "more rows" in out and "scanned 2 of 16 files" in out
 
 
