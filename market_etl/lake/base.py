@@ -87,6 +87,10 @@ class Lake(abc.ABC):
     def delete(self, key: str) -> None: ...
 
     @abc.abstractmethod
+    def move(self, source: str, target: str) -> None:
+        """Give an object a new key without its bytes passing through this process (rename; S3: server-side copy)."""
+
+    @abc.abstractmethod
     def pending_writes(self, prefix: str = "") -> list[str]:
         """Writes started but neither committed nor aborted (incomplete multipart uploads / temp files)."""
 

@@ -82,6 +82,11 @@ class LocalLake(Lake):
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def move(self, source: str, target: str) -> None:
+        destination = self.path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(source), destination)
+
     def pending_writes(self, prefix: str = "") -> list[str]:
         base = self.path(prefix)
         if not base.is_dir():
