@@ -1,4 +1,4 @@
-"""`market-etl`: the project's command line (query, init-home; mirror, bench and demo from the tooling package)."""
+"""`market-etl`: the project's command line (query, table, init-home; mirror, bench and demo from the tooling package)."""
 from __future__ import annotations
 
 import argparse
@@ -21,11 +21,12 @@ DEVTOOLS_COMMANDS = ("mirror", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from market_etl import query_cli
+    from market_etl import query_cli, table_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     query_cli.register(sub)
+    table_cli.register(sub)
 
     home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
     home.set_defaults(func=_init_home)

@@ -4,8 +4,10 @@
     market-etl query trades_by_symbol
     market-etl query vwap_1m --symbol BTCUSDT --date 2025-07-15 --format csv
     market-etl query --sql "SELECT count(*) FROM market_data.trades_binance WHERE symbol = :symbol" --symbol ETHUSDT
+    market-etl query trades_by_symbol --as-of 5525521406593445004
 
-Locally the SQL runs on DuckDB over the lake's catalog (read-only), on AWS on Athena. Results go to
+Locally the SQL runs on DuckDB over views of the Iceberg tables' current snapshots (read-only), on AWS
+on Athena, which reads the Iceberg tables natively. Results go to
 stdout; with --format csv|json the cost line (time, files and bytes scanned) goes to stderr.
 """
 from __future__ import annotations
@@ -99,7 +101,7 @@ def list_queries() -> str:
 
 
 def run_query_command(args: argparse.Namespace) -> int:
-    from market_etl.core.catalog import CatalogError
+    from market_etl.lake.iceberg import CatalogError
     from market_etl.resources.sql import build_sql_engine
     from market_etl.settings import Settings
 
@@ -113,7 +115,7 @@ def run_query_command(args: argparse.Namespace) -> int:
             raise QueryError("give a query NAME or --sql \"...\" (market-etl query --list shows the names)")
         query = bind(get_query(args.name) if args.name else args.sql,
                      parameters_for(symbol=args.symbol, date=args.date, month=args.month))
-        result = build_sql_engine(Settings.from_env()).query(query)
+        result = build_sql_engine(Settings.from_env()).query(query, as_of=args.as_of)
     except (QueryError, InvalidPartitionKey, CatalogError) as error:
         err.write(f"market-etl query: {error}\n")
         return 2
@@ -134,6 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--symbol", help="binds :symbol, e.g. BTCUSDT")
     parser.add_argument("--date", help="YYYY-MM-DD: binds :year, :month and :day")
     parser.add_argument("--month", help="YYYY-MM: binds :year and :month")
+    parser.add_argument("--as-of", metavar="SNAPSHOT|TIME",
+                        help="read market_data.trades_binance as it was: a snapshot id (market-etl table history) "
+                             "or an ISO time, e.g. 2025-08-01T12:00:00Z")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--max-rows", type=int, default=None, help="table format: show at most N rows")
     parser.set_defaults(func=run_query_command)
@@ -141,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def show_demo_queries(engine, symbol: str, date: str, max_rows: int = 10) -> None:
     """Print the original design's three sample queries over the lake (the end of `make demo`)."""
-    from market_etl.core.catalog import CatalogError
+    from market_etl.lake.iceberg import CatalogError
 
     values = parameters_for(symbol=symbol, date=date)
     print(f"\nThe original design's sample queries ({symbol}, {date} where a query takes them); "

@@ -41,6 +41,7 @@ class Settings:
     http_attempts: int = 5
     retry_backoff_seconds: float = 1.0
     s3_endpoint_url: str | None = None
+    glue_endpoint_url: str | None = None
     aws_region: str | None = None
     listing_url: str = DEFAULT_LISTING_URL
     sensor_interval_seconds: int = 6 * 3600
@@ -73,6 +74,8 @@ class Settings:
             http_attempts=int(env.get("MARKET_ETL_HTTP_ATTEMPTS", "5")),
             retry_backoff_seconds=float(env.get("MARKET_ETL_RETRY_BACKOFF", "1.0")),
             s3_endpoint_url=env.get("MARKET_ETL_S3_ENDPOINT_URL") or None,
+            # The Glue Data Catalog API (the Iceberg catalog on aws); unset: AWS's own endpoint.
+            glue_endpoint_url=env.get("MARKET_ETL_GLUE_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             listing_url=env.get("BINANCE_LISTING_URL", DEFAULT_LISTING_URL).rstrip("/"),
             sensor_interval_seconds=int(env.get("MARKET_ETL_SENSOR_INTERVAL", str(6 * 3600))),

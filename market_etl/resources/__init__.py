@@ -1,5 +1,6 @@
 """Resources for each runtime: the same keys, swappable implementations, chosen in one place."""
 
+from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.lake import BinanceSource, LakeResource
 from market_etl.resources.sql import build_sql_engine
 from market_etl.resources.stages import GlueStageLauncher, LocalStageLauncher, glue_job_names
@@ -17,7 +18,11 @@ def build_resources(settings: Settings) -> dict:
         backoff_seconds=settings.retry_backoff_seconds,
     )
     stages = LocalStageLauncher() if settings.runtime == "local" else glue_stage_launcher(settings)
-    return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings)}
+    catalog = IcebergCatalogResource(lake_url=settings.lake, glue=settings.runtime == "aws",
+                                     region=settings.aws_region, glue_endpoint_url=settings.glue_endpoint_url,
+                                     s3_endpoint_url=settings.s3_endpoint_url)
+    return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings),
+            "catalog": catalog}
 
 
 def glue_stage_launcher(settings: Settings) -> GlueStageLauncher:
