@@ -122,9 +122,14 @@ def open_catalog(lake: Lake, *, glue: bool = False, region: str | None = None,
 
         if lake.uri().startswith("s3://"):
             raise CatalogError("the SQL (SQLite) catalog needs a local lake; MARKET_ETL_RUNTIME=aws uses Glue")
+        import fcntl
+
         path = lake.path(ICEBERG_CATALOG_KEY)  # type: ignore[attr-defined]
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{path}", warehouse=iceberg_uri(lake, ""))
+        # The first SqlCatalog creates its SQLite tables; two processes doing it at once collide.
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{path}", warehouse=iceberg_uri(lake, ""))
     from pyiceberg.catalog.glue import GlueCatalog
 
     properties = {}
@@ -139,25 +144,31 @@ def open_catalog(lake: Lake, *, glue: bool = False, region: str | None = None,
 
 def load_table(catalog: "Catalog", lake: Lake, spec: TableSpec) -> "Table":
     """The table, created from its declaration on first use (a concurrent creator wins harmlessly)."""
-    from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import NoSuchTableError
 
     try:
         return catalog.load_table(identifier(spec))
     except NoSuchTableError:
         pass
-    catalog.create_namespace_if_not_exists(DATABASE)
     schema = iceberg_schema(spec)
     try:
+        catalog.create_namespace_if_not_exists(DATABASE)
         return catalog.create_table(
             identifier(spec), schema=schema, partition_spec=iceberg_partition_spec(spec, schema),
             location=iceberg_uri(lake, spec.location_key),
             properties={"format-version": "2", "write.parquet.compression-codec": "snappy",
+                        # No retries inside pyiceberg: it would re-apply our delete + add on top of a
+                        # concurrent commit without our stale-version check; replace_partition retries instead.
+                        "commit.retry.num-retries": "0",
                         # Files arrive by add_files, named by the run that wrote them; readers map columns by name.
                         "schema.name-mapping.default": schema.name_mapping.model_dump_json(),
                         "comment": spec.description},
         )
-    except TableAlreadyExistsError:
-        return catalog.load_table(identifier(spec))
+    except Exception as err:  # noqa: BLE001 - a concurrent creator (the SQL catalog raises its driver's errors)
+        try:
+            return catalog.load_table(identifier(spec))
+        except NoSuchTableError:
+            raise err from None
 
 
 # ---------------------------------------------------------------- what is published
