@@ -61,7 +61,9 @@ def view_sql(spec: TableSpec, paths: Sequence[str]) -> str:
     """
     view = f"{DATABASE}.{spec.name}"
     if not paths:
-        empty = ", ".join(f"CAST(NULL AS {duckdb_type(t)}) AS {n}" for n, t in spec.columns)
+        # Typed as the files are (UTC instants: TIMESTAMP WITH TIME ZONE), then through the same select list.
+        empty = ", ".join(f"CAST(NULL AS {'TIMESTAMP WITH TIME ZONE' if spec.utc_timestamps and t == 'timestamp' else duckdb_type(t)}) AS {n}"
+                          for n, t in spec.columns)
         body = f"SELECT {empty} WHERE false"
         if spec.utc_timestamps:
             body = f"SELECT {_select_list(spec)} FROM ({body})"
