@@ -6,7 +6,7 @@ import re
 from market_etl.cli import main
 
 ROWS = 3_100  # 100 trades a day
-STAGES = ("download", "unzip", "ETL (Spark stage)", "ETL reference (DuckDB, same CSV)", "catalog registration",
+STAGES = ("download", "unzip", "ETL (Spark stage)", "ETL reference (DuckDB, same CSV)", "publish (one Iceberg commit)",
           "analytics ohlcv_1m", "analytics daily_trade_stats", "query vwap_1m (2025-07-15)")
 RATED = {"download": "MB/s of archive", "unzip": "MB/s of CSV", "ETL (Spark stage)": "rows/s",
          "ETL reference (DuckDB, same CSV)": "rows/s", "analytics ohlcv_1m": "trades/s",
