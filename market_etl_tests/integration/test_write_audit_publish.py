@@ -225,3 +225,48 @@ def test_process_killed_before_or_during_the_commit_leaves_the_published_version
     assert published_runs(lake) == runs and three_queries(lake) == before
     publish(lake, manifest)  # the re-run publishes normally
     assert published_runs(lake) != runs and three_queries(lake) != before
+
+
+def test_one_dagster_run_stages_audits_and_publishes_then_a_bad_republish_stops_before_publishing(lake, tmp_path):
+    """processed/trades -> market_data/trades_binance in real Dagster runs (the stage as a subprocess)."""
+    import dagster as dg
+
+    from market_etl.defs.analytics import TRADES_TABLE, build_analytics_assets
+    from market_etl.defs.partitions import trade_partitions
+    from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
+    from market_etl.resources import IcebergCatalogResource, LakeResource
+    from market_etl.resources.stages import LocalStageLauncher
+    from market_etl.settings import Settings
+
+    partitions = trade_partitions(Settings(lake=lake.url, symbols=(JULY.symbol,), first_month=JULY.month))
+    assets = [*build_processed_assets(partitions), *[a for a in build_analytics_assets(partitions)
+                                                     if set(a.keys) == {TRADES_TABLE}]]
+    resources = {"lake": LakeResource(url=lake.url), "stages": LocalStageLauncher(),
+                 "catalog": IcebergCatalogResource(lake_url=lake.url), "sql": DuckDBSqlEngine(lake_url=lake.url)}
+
+    def materialize(instance):
+        return dg.materialize(assets, partition_key=JULY.dagster_key(), instance=instance, resources=resources,
+                              raise_on_error=False)
+
+    with dg.instance_for_test() as instance:
+        put_source(lake, JULY, tmp_path / "good")
+        good = materialize(instance)
+        assert good.success
+        [published] = [e.materialization for e in good.get_asset_materialization_events()
+                       if e.asset_key == TRADES_TABLE]
+        [staged] = [e.materialization for e in good.get_asset_materialization_events()
+                    if e.asset_key == PROCESSED_TRADES]
+        table = trades_table(lake)
+        assert published.metadata["snapshot_id"].value == str(table.current_snapshot().snapshot_id)
+        assert published.metadata["run_id"].value == staged.metadata["run_id"].value
+        summary = table.current_snapshot().summary
+        assert summary["market-etl.dagster-run-id"] == good.run_id
+        assert summary["market-etl.source-sha256"] == staged.metadata["source_sha256"].value
+        before = three_queries(lake)
+
+        put_source(lake, JULY, tmp_path / "bad", defects=Defects(bad_values=2), seed=6)
+        bad = materialize(instance)
+        assert not bad.success  # the blocking check failed: the publish step did not run
+        assert {e.asset_key for e in bad.get_asset_materialization_events()} == {PROCESSED_TRADES}
+        assert three_queries(lake) == before
+        assert trades_table(lake).current_snapshot().snapshot_id == table.current_snapshot().snapshot_id
