@@ -6,6 +6,7 @@ Built lazily by Dagster, so settings are read when the location loads, not at im
 import dagster as dg
 
 from market_etl.defs.analytics import build_analytics_assets
+from market_etl.defs.maintenance import build_maintenance
 from market_etl.defs.raw import build_lake_assets
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.processed import build_processed_assets
@@ -16,6 +17,8 @@ from market_etl.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = trade_partitions(settings)
+    maintenance_job, maintenance_schedule = build_maintenance(settings.snapshot_retention_days,
+                                                              settings.orphan_grace_days)
     return dg.Definitions(
         assets=[
             *build_lake_assets(partitions),
@@ -24,6 +27,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         resources=build_resources(settings),
         sensors=build_sensors(settings, partitions),
+        jobs=[maintenance_job],
+        schedules=[maintenance_schedule],
         # A run is one partition's chain: its steps are sequential anyway, and the heavy work already runs in
         # stage subprocesses (or Glue). A process per step only added ~20 s of Python start-up to each of the
         # ~10 steps of every run; pools still apply per step.

@@ -49,6 +49,8 @@ class Settings:
     pipes_bucket: str | None = None
     glue_job_prefix: str = "market-etl-"
     reject_tolerance: float = 0.0
+    snapshot_retention_days: float = 7.0
+    orphan_grace_days: float = 3.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -85,4 +87,8 @@ class Settings:
             glue_job_prefix=env.get("MARKET_ETL_GLUE_JOB_PREFIX", "market-etl-").strip(),
             # Fraction of a partition's rows a validation rule may quarantine before its check fails.
             reject_tolerance=float(env.get("MARKET_ETL_REJECT_TOLERANCE", "0")),
+            # Table maintenance: snapshots older than this are expired (time travel reaches back this far) ...
+            snapshot_retention_days=float(env.get("MARKET_ETL_SNAPSHOT_RETENTION_DAYS", "7")),
+            # ... and files no snapshot references are deleted once older than this.
+            orphan_grace_days=float(env.get("MARKET_ETL_ORPHAN_GRACE_DAYS", "3")),
         )

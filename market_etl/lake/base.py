@@ -12,6 +12,7 @@ META_SUFFIX = ".meta.json"
 class ObjectInfo:
     key: str
     size: int
+    modified: float | None = None  # seconds since the epoch, where the listing says (maintenance's grace period)
 
 
 class LakeWriter(abc.ABC):

@@ -463,3 +463,75 @@ def rollback(table: "Table", snapshot_id: int) -> int:
                            f"{current.snapshot_id}; roll back only to a state the table had")
     table.manage_snapshots().rollback_to_snapshot(snapshot_id).commit()
     return current.snapshot_id
+
+
+# ---------------------------------------------------------------- maintenance
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    table: str
+    snapshots_expired: int
+    files_deleted: int
+    bytes_deleted: int
+    unreferenced_in_grace: int  # unreferenced, but younger than the grace period: kept for now
+
+    def metadata(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def referenced_files(table: "Table") -> set[str]:
+    """Every data file any remaining snapshot lists (time travel and rollback need them all)."""
+    return {f.path for s in table.snapshots() for f in snapshot_files(table, s.snapshot_id)}
+
+
+def maintain(catalog: "Catalog", lake: Lake, spec: TableSpec, *, retention: dt.timedelta, grace: dt.timedelta,
+             now: dt.datetime | None = None) -> MaintenanceReport:
+    """Expire snapshots older than `retention` (never the current one), then delete the data files under the
+    table's directory that no remaining snapshot lists and that are older than `grace`.
+
+    The grace period protects a run that wrote files and has not committed them yet, and a query still
+    reading a snapshot that just expired. The table's metadata/ directory is left to the catalog.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    table = load_table(catalog, lake, spec)
+    current = table.current_snapshot()
+    cutoff_ms = int((now - retention).timestamp() * 1000)
+    expired = [s.snapshot_id for s in table.snapshots()
+               if s.timestamp_ms < cutoff_ms and (current is None or s.snapshot_id != current.snapshot_id)]
+    if expired:
+        table.maintenance.expire_snapshots().by_ids(expired).commit()
+        table.refresh()
+    metadata_prefix = f"{spec.location_key}/metadata/"
+    grace_cutoff = (now - grace).timestamp()
+    referenced = referenced_files(table)
+    candidates, young = [], 0
+    for obj in lake.list(spec.location_key + "/"):
+        if obj.key.startswith(metadata_prefix) or iceberg_uri(lake, obj.key) in referenced:
+            continue
+        if obj.modified is None or obj.modified > grace_cutoff:
+            young += 1
+        else:
+            candidates.append(obj)
+    # A commit may have landed while we listed: read the snapshots again right before deleting.
+    table.refresh()
+    referenced = referenced_files(table)
+    deleted = size = 0
+    for obj in candidates:
+        if iceberg_uri(lake, obj.key) not in referenced:
+            lake.delete(obj.key)
+            deleted, size = deleted + 1, size + obj.size
+    return MaintenanceReport(spec.name, len(expired), deleted, size, young)
+
+
+def delete_expired_scratch(lake: Lake, grace: dt.timedelta, now: dt.datetime | None = None) -> tuple[int, int]:
+    """Delete scratch output (temp zone) older than `grace`: what killed runs left (S3 also expires it by rule)."""
+    from market_etl.core.keys import Zone, lake_key
+
+    cutoff = ((now or dt.datetime.now(dt.timezone.utc)) - grace).timestamp()
+    files = size = 0
+    for obj in lake.list(lake_key(Zone.TEMP) + "/"):
+        if obj.modified is not None and obj.modified < cutoff:
+            lake.delete(obj.key)
+            files, size = files + 1, size + obj.size
+    return files, size

@@ -220,7 +220,7 @@ class S3Lake(Lake):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith(META_SUFFIX):
                     continue
-                yield ObjectInfo(self._relative(obj["Key"]), obj["Size"])
+                yield ObjectInfo(self._relative(obj["Key"]), obj["Size"], obj["LastModified"].timestamp())
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))

@@ -22,6 +22,7 @@ import pytest
 
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.core.sql import bind, get_query, parameters_for
+from market_etl.core.staged import StagedVersion
 from market_etl.core.tables import TRADES, TRADES_REJECTED
 from market_etl.lake import LocalLake
 from market_etl.lake.iceberg import (
@@ -270,3 +271,37 @@ def test_one_dagster_run_stages_audits_and_publishes_then_a_bad_republish_stops_
         assert {e.asset_key for e in bad.get_asset_materialization_events()} == {PROCESSED_TRADES}
         assert three_queries(lake) == before
         assert trades_table(lake).current_snapshot().snapshot_id == table.current_snapshot().snapshot_id
+
+
+def test_maintenance_expires_old_snapshots_and_never_deletes_a_file_the_current_snapshot_references(
+        spark, lake, tmp_path):
+    import datetime as dt
+
+    from market_etl.lake.iceberg import maintain
+
+    old_version = stage(spark, lake, JULY, tmp_path / "a", seed=1)
+    publish(lake, old_version)
+    loser = stage(spark, lake, JULY, tmp_path / "b", seed=2)  # staged, never published: an orphan
+    publish(lake, stage(spark, lake, JULY, tmp_path / "c", seed=3))
+    table = trades_table(lake)
+    current_files = {f.path for f in snapshot_files(table)}
+    before = three_queries(lake)
+    loser_files = [lake.path(f.key) for f in StagedVersion.from_json(lake.get_bytes(loser)).trades_files]
+
+    # Within the grace period nothing unreferenced goes; nothing is old enough to expire either.
+    kept = maintain(open_catalog(lake), lake, TRADES, retention=dt.timedelta(days=7), grace=dt.timedelta(days=3))
+    assert (kept.snapshots_expired, kept.files_deleted) == (0, 0) and kept.unreferenced_in_grace == 31
+    assert all(p.exists() for p in loser_files)
+
+    # "A week later": every snapshot but the current one expires, and every file no snapshot lists goes.
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=8)
+    report = maintain(open_catalog(lake), lake, TRADES, retention=dt.timedelta(days=7), grace=dt.timedelta(days=3),
+                      now=later)
+    table = trades_table(lake)
+    # Three snapshots: the first append, then the second publish's delete and append (the current one).
+    assert report.snapshots_expired == 2 and len(table.snapshots()) == 1
+    assert report.files_deleted == 62 and report.bytes_deleted > 0  # the first version and the loser
+    assert not any(p.exists() for p in loser_files)
+    assert {f.path for f in snapshot_files(table)} == current_files
+    assert all(Path(local).exists() for local in (f[len("file://"):] for f in current_files))
+    assert three_queries(lake) == before
