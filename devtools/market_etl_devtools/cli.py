@@ -11,7 +11,7 @@ def _demo(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from market_etl_devtools import bench_etl, bench_pipeline, bench_unzip
+    from market_etl_devtools import bench_catalog, bench_etl, bench_pipeline, bench_unzip
     from market_etl_devtools.mirror import cli as mirror_cli
 
     mirror_cli.register(sub)
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_pipeline.register(benchmarks)
     bench_unzip.register(benchmarks)
     bench_etl.register(benchmarks)
+    bench_catalog.register(benchmarks)
     bench.set_defaults(func=lambda args: _bench_default(benchmarks))
 
 
