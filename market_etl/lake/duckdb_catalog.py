@@ -108,14 +108,14 @@ def catalog_writer(db_path: Path) -> Iterator["object"]:
 
 
 def table_files(catalog, lake, snapshots: Mapping[str, int] | None = None) -> dict[str, list[str]]:
-    """Local paths of each table's data files: its current snapshot, or the snapshot given by name."""
+    """Local paths of each table's data files: its current snapshot, or the snapshot given by name (-1: none)."""
     from market_etl.lake.iceberg import load_table, local_path, snapshot_files
 
     files = {}
     for name, spec in TABLES.items():
         table = load_table(catalog, lake, spec)
         snapshot_id = (snapshots or {}).get(name)
-        files[name] = [local_path(f.path) for f in snapshot_files(table, snapshot_id)]
+        files[name] = [] if snapshot_id == -1 else [local_path(f.path) for f in snapshot_files(table, snapshot_id)]
     return files
 
 

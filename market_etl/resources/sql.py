@@ -108,6 +108,28 @@ class SqlEngine(dg.ConfigurableResource):
         return self.query(bind(get_query(name), partition_parameters(partition)))
 
 
+def snapshots_as_of(catalog, lake, as_of: str) -> dict[str, int]:
+    """Which snapshot of each table `--as-of` means: a snapshot id picks it in the table that has it (the
+    others stay current, as Athena's FOR VERSION AS OF on that table); a time picks, in every table, the
+    snapshot current then (a table with none then reads empty)."""
+    from market_etl.core.tables import TABLES
+
+    chosen = {}
+    for name, spec in TABLES.items():
+        table = load_table(catalog, lake, spec)
+        if as_of.isdigit():
+            if table.snapshot_by_id(int(as_of)) is not None:
+                chosen[name] = int(as_of)
+        else:
+            try:
+                chosen[name] = snapshot_at(table, as_of)
+            except CatalogError:
+                chosen[name] = -1  # no snapshot at that time: the table was empty then
+    if as_of.isdigit() and not chosen:
+        raise CatalogError(f"no table has snapshot {as_of} (market-etl table history TABLE lists them)")
+    return chosen
+
+
 class DuckDBSqlEngine(SqlEngine):
     """The local runtime: DuckDB over views of the Iceberg tables' snapshots, Athena SQL translated by sqlglot."""
 
@@ -129,7 +151,7 @@ class DuckDBSqlEngine(SqlEngine):
 
     def _connect(self, as_of: str | None = None):
         """Read-only over the current snapshots (never waits for a writer); `as_of`: an in-memory database
-        with views over the snapshot of trades_binance current at that time (other tables: current)."""
+        with views over the snapshots `snapshots_as_of` picks."""
         import duckdb
 
         if as_of is not None:
@@ -137,9 +159,8 @@ class DuckDBSqlEngine(SqlEngine):
 
             lake = self._lake()
             catalog = open_catalog(lake)
-            trades = load_table(catalog, lake, TRADES)
             con = duckdb.connect()
-            create_views(con, table_files(catalog, lake, {TRADES.name: snapshot_at(trades, as_of)}))
+            create_views(con, table_files(catalog, lake, snapshots_as_of(catalog, lake, as_of)))
         else:
             if not self.database_path.is_file():
                 raise CatalogNotFound(f"no catalog at {self.database_path}: materialise "

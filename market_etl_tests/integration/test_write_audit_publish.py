@@ -305,3 +305,18 @@ def test_maintenance_expires_old_snapshots_and_never_deletes_a_file_the_current_
     assert {f.path for f in snapshot_files(table)} == current_files
     assert all(Path(local).exists() for local in (f[len("file://"):] for f in current_files))
     assert three_queries(lake) == before
+
+
+def test_as_of_a_time_reads_every_table_as_it_was_then(spark, lake, tmp_path):
+    import datetime as dt
+
+    DuckDBSqlEngine(lake_url=str(lake.root)).refresh_views(open_catalog(lake))
+    before_anything = dt.datetime.now(dt.timezone.utc).isoformat()
+    time.sleep(0.01)
+    publish(lake, stage(spark, lake, JULY, tmp_path / "a", seed=1))
+    v1 = three_queries(lake)
+    after_v1 = dt.datetime.now(dt.timezone.utc).isoformat()
+    time.sleep(0.01)
+    publish(lake, stage(spark, lake, JULY, tmp_path / "b", seed=7))
+    assert three_queries(lake, as_of=after_v1) == v1 != three_queries(lake)
+    assert three_queries(lake, as_of=before_anything)["trades_by_symbol"] == []
