@@ -16,14 +16,31 @@ def _init_home(args) -> int:
     return 0
 
 
-#: Subcommands that live in the tooling package (market_etl_devtools), not in what ships to Glue.
-DEVTOOLS_COMMANDS = ("mirror", "bench", "demo")
+#: Subcommands that live in the tooling package (market_etl_devtools), not in what ships to Glue, with the
+#: help both the tooling's parsers and this module's placeholders show (the tooling loads only when run).
+DEVTOOLS_COMMANDS = {
+    "mirror": "generate or serve a local Binance-format archive mirror",
+    "demo": "run the pipeline end to end on a generated local mirror",
+    "bench": "benchmarks: `pipeline` (the default: every stage, written to benchmarks/results.md), "
+             "`query` (the query command and read API), `unzip` and `etl` in detail",
+}
+#: Loggers shown at INFO by default; everything else (third-party libraries) only from ERROR, unless -v.
+OWN_LOGGERS = ("market_etl", "market_etl_devtools")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the tooling's subcommands (and their imports) are loaded only when one of them is run,
+    so `market-etl query` and `market-etl --help` import neither Dagster nor Spark."""
     from market_etl import query_cli, table_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the INFO logs of the libraries underneath (Dagster, botocore, ...)")
     sub = parser.add_subparsers(dest="command", required=True)
     query_cli.register(sub)
     table_cli.register(sub)
@@ -31,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
     home.set_defaults(func=_init_home)
 
+    if argv is not None and _command_of(argv) not in DEVTOOLS_COMMANDS:
+        for name, help_text in DEVTOOLS_COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
+        return parser
     try:
         from market_etl_devtools.cli import register as register_devtools
     except ImportError:
@@ -48,12 +69,22 @@ def _devtools_missing(args) -> int:
     return 2
 
 
+def configure_logging(verbose: bool) -> None:
+    """Our own INFO lines always; the libraries' (alembic's plugin setup, sqlglot's parser fallbacks, botocore)
+    only with -v, or when they are errors."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     # Dagster flags its own preview internals on every Pipes run; users can do nothing about them.
     warnings.filterwarnings("ignore", message=".*is currently in preview.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
+    configure_logging(args.verbose)
     return int(args.func(args) or 0)
 
 

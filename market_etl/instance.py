@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
-import shutil
+from importlib import resources
 from pathlib import Path
 
 from market_etl.settings import Settings
 
-SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+# The repository's dagster.yaml, shipped inside the package (market_etl/dagster.yaml links to it).
+SHIPPED_DAGSTER_YAML = resources.files("market_etl") / "dagster.yaml"
 DEFAULT_HOME = ".dagster_home"
 
 
@@ -17,14 +18,13 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists():
-        shutil.copyfile(SHIPPED_DAGSTER_YAML, target)
+        target.write_bytes(SHIPPED_DAGSTER_YAML.read_bytes())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
 def pool_limits(settings: Settings) -> dict[str, int]:
-    from market_etl.defs.partitions import DOWNLOAD_POOL
-    from market_etl.defs.processed import SPARK_POOL
+    from market_etl.defs.keys import DOWNLOAD_POOL, SPARK_POOL
 
     return {DOWNLOAD_POOL: settings.download_concurrency, SPARK_POOL: 1}
 

@@ -7,8 +7,13 @@
     market-etl query trades_by_symbol --as-of 5525521406593445004
 
 Locally the SQL runs on DuckDB over views of the Iceberg tables' current snapshots (read-only), on AWS
-on Athena, which reads the Iceberg tables natively. Results go to
-stdout; with --format csv|json the cost line (time, files and bytes scanned) goes to stderr.
+on Athena, which reads the Iceberg tables natively; --as-of SNAPSHOT|TIME reads the past. Ad-hoc SQL must be
+one read statement (SELECT, WITH, VALUES, DESCRIBE, EXPLAIN): anything else is refused before any engine sees it.
+Results go to stdout in the --format asked (or, with --output FILE, to FILE: .csv, .json or .parquet);
+the cost line (time, files and bytes scanned) goes to stderr.
+
+Exit codes: 0 ok, 2 usage error, 3 SQL rejected (does not parse, not a read statement, unknown table or
+column), 4 no data (nothing published yet), 5 the engine failed.
 """
 from __future__ import annotations
 
@@ -18,10 +23,22 @@ import datetime as dt
 import json
 import sys
 from decimal import Decimal
+from enum import IntEnum
 from typing import Any, TextIO
 
+from market_etl.lake.iceberg import CatalogError
 from market_etl.core.keys import InvalidPartitionKey
-from market_etl.core.sql import QueryError, QueryResult, bind, get_query, load_queries, parameters_for
+from market_etl.core.sql import (
+    QueryEngineFailed,
+    QueryError,
+    QueryResult,
+    SqlRejected,
+    bind,
+    get_query,
+    load_queries,
+    parameters_for,
+)
+from market_etl.lake.query_engine import export_format, json_value
 
 # The original design's three sample queries, which `make demo` prints at the end.
 DEMO_QUERIES = ("trades_by_symbol", "vwap_1m", "order_flow_by_symbol")
@@ -69,24 +86,15 @@ def describe_cost(result: QueryResult) -> str:
     return "; ".join(parts)
 
 
-def _json_value(value: Any) -> Any:
-    """Exact decimals as strings (JSON numbers would round them), times in ISO 8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    return value
-
-
 def write_result(result: QueryResult, fmt: str, out: TextIO, max_rows: int | None = None) -> None:
     if fmt == "table":
         out.write(format_table(result, max_rows) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(result.columns)
-        writer.writerows([[_json_value(v) for v in row] for row in result.rows])
+        writer.writerows([[json_value(v) for v in row] for row in result.rows])
     elif fmt == "json":
-        json.dump([{c: _json_value(v) for c, v in zip(result.columns, row)} for row in result.rows], out, indent=1)
+        json.dump([{c: json_value(v) for c, v in zip(result.columns, row)} for row in result.rows], out, indent=1)
         out.write("\n")
     else:
         raise QueryError(f"unknown format {fmt!r}: expected table, csv or json")
@@ -100,28 +108,61 @@ def list_queries() -> str:
     return "\n".join(lines)
 
 
+class ExitCode(IntEnum):
+    """`market-etl query`'s exit status (README: "Exit codes")."""
+
+    OK = 0
+    USAGE = 2  # bad arguments or parameters, unknown query name (argparse's own errors exit 2 too)
+    SQL_REJECTED = 3  # does not parse, not a single read statement, unknown table or column
+    NO_DATA = 4  # nothing published: the lake has no catalog yet
+    ENGINE_FAILED = 5  # the engine could not run a valid query (unreadable file, Athena's own failure)
+
+
+def exit_code_for(error: Exception) -> ExitCode:
+    from market_etl.lake.query_engine import CatalogNotFound
+
+    if isinstance(error, CatalogNotFound):
+        return ExitCode.NO_DATA
+    if isinstance(error, SqlRejected):
+        return ExitCode.SQL_REJECTED
+    if isinstance(error, (QueryEngineFailed, CatalogError)):
+        return ExitCode.ENGINE_FAILED
+    return ExitCode.USAGE
+
+
 def run_query_command(args: argparse.Namespace) -> int:
-    from market_etl.lake.iceberg import CatalogError
-    from market_etl.resources.sql import build_sql_engine
+    from market_etl.lake.query_engine import build_query_engine
     from market_etl.settings import Settings
 
     out, err = sys.stdout, sys.stderr
 
     if args.list:
         out.write(list_queries() + "\n")
-        return 0
+        return ExitCode.OK
     try:
         if bool(args.name) == bool(args.sql):
             raise QueryError("give a query NAME or --sql \"...\" (market-etl query --list shows the names)")
+        if args.output:
+            export_format(args.output)  # a bad extension is a usage error before any engine runs
         query = bind(get_query(args.name) if args.name else args.sql,
                      parameters_for(symbol=args.symbol, date=args.date, month=args.month))
-        result = build_sql_engine(Settings.from_env()).query(query, as_of=args.as_of)
+        try:
+            settings = Settings.from_env()
+        except ValueError as error:
+            raise QueryError(f"configuration: {error}") from error
+        engine = build_query_engine(settings, as_of=args.as_of)
+        if args.output:
+            exported = engine.export(query, args.output)
+            err.write(f"({exported.rows} rows written to {exported.path} as {exported.format}, "
+                      f"{exported.bytes / 1000:,.1f} KB, in {exported.seconds:.3f} s on {exported.engine})\n")
+            return ExitCode.OK
+        result = engine.query(query)
     except (QueryError, InvalidPartitionKey, CatalogError) as error:
         err.write(f"market-etl query: {error}\n")
-        return 2
+        return exit_code_for(error)
     write_result(result, args.format, out, args.max_rows)
-    (out if args.format == "table" else err).write(f"({describe_cost(result)})\n")
-    return 0
+    err.write(f"({describe_cost(result)})\n")
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -141,13 +182,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "or an ISO time, e.g. 2025-08-01T12:00:00Z")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--max-rows", type=int, default=None, help="table format: show at most N rows")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show the INFO logs of the libraries underneath")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write the result to FILE instead of stdout, streamed: .csv, .json (an array of "
+                             "objects) or .parquet by extension")
     parser.set_defaults(func=run_query_command)
 
 
 def show_demo_queries(engine, symbol: str, date: str, max_rows: int = 10) -> None:
     """Print the original design's three sample queries over the lake (the end of `make demo`)."""
-    from market_etl.lake.iceberg import CatalogError
-
     values = parameters_for(symbol=symbol, date=date)
     print(f"\nThe original design's sample queries ({symbol}, {date} where a query takes them); "
           f"more: market-etl query --list")

@@ -215,15 +215,15 @@ JOB_KINDS = {"download": PYTHON_SHELL, "unzip": PYTHON_SHELL, "etl": SPARK}
 def deploy_stage_jobs(endpoint_url: str, bucket: str, region: str = "us-east-1") -> dict[str, str]:
     """Upload the stage scripts of this repo to `bucket` and define their Glue jobs in moto.
 
-    Only stages whose script exists are deployed (stages land one by one). Returns stage -> job name.
+    Returns stage -> job name. A missing script is an error: skipping it hid a moved stage directory.
     """
     s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
     glue = boto3.client("glue", endpoint_url=endpoint_url, region_name=region)
     deployed = {}
     for stage, job_name in glue_job_names().items():
-        script = REPO_ROOT / "market_etl" / "jobs" / f"{stage}.py"
-        if not script.exists():
-            continue
+        script = REPO_ROOT / "market_etl" / "stages" / f"{stage}.py"
+        if not script.is_file():
+            raise FileNotFoundError(f"stage script {script} not found: deploy_stage_jobs uploads the stage entry points")
         key = SCRIPT_KEY.format(stage=stage)
         s3.upload_file(str(script), bucket, key)
         kind = JOB_KINDS[stage]

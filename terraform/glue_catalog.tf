@@ -12,7 +12,7 @@ resource "aws_glue_catalog_database" "market_data" {
 # The pipeline adds a partition (glue:BatchCreatePartition) only after the
 # partition's blocking asset checks have passed, so a query sees a day only
 # once it is validated, and a failed check leaves the catalog (and every
-# query) as it was (RELIABILITY.md case 24). It also lets a re-run write a
+# query) as it was (docs/reliability.md case 24). It also lets a re-run write a
 # fresh prefix and then switch the partition's location (old-or-new for
 # readers, case 17). Partition projection would instead make every
 # year/month/day/symbol path visible the moment files land, validated or not,

@@ -1,6 +1,6 @@
 # IAM: one role per job kind, and a policy for the Dagster orchestrator.
 #
-# Least privilege, checked by market_etl_tests/test_terraform.py and checkov:
+# Least privilege, checked by market_etl_tests/unit/test_terraform.py and checkov:
 # - no wildcard action (no "*", no "service:*") in any Allow statement;
 # - every resource is this project's bucket prefix, catalog table, job, log
 #   group, workgroup or key. The one Resource "*" is cloudwatch:PutMetricData,

@@ -21,7 +21,7 @@ locals {
   bucket_arn     = "arn:${local.partition}:s3:::${local.bucket_name}"
   log_bucket_arn = "arn:${local.partition}:s3:::${local.log_bucket_name}"
 
-  # Lake zones (DESIGN.md "Lake layout"). Each IAM role gets only the zones
+  # Lake zones (docs/design.md "Lake layout"). Each IAM role gets only the zones
   # its stage reads or writes.
   prefix_raw            = "raw/"
   prefix_raw_unzipped   = "raw_unzipped/"

@@ -1,5 +1,5 @@
 # Outputs: what the Dagster AWS settings and operators need. Every output is
-# described (market_etl_tests/test_terraform.py checks it).
+# described (market_etl_tests/unit/test_terraform.py checks it).
 
 output "bucket_name" {
   description = "Data-lake bucket (the aws runtime's lake root is s3://<bucket_name>/)."

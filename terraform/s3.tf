@@ -1,6 +1,6 @@
 # The data-lake bucket and the bucket that receives its access logs.
 #
-# Lake layout (DESIGN.md): raw/ (verified Binance zips), raw_unzipped/ (CSV
+# Lake layout (docs/design.md): raw/ (verified Binance zips), raw_unzipped/ (CSV
 # cache), processed/ (Parquet, Hive partitions), rejected/ (quarantined rows),
 # temp/ (scratch), pipes/ (Dagster Pipes context and messages),
 # athena-results/, artifacts/ (Glue scripts and the project wheel).
@@ -140,7 +140,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
   }
 
   # Whole bucket: the backstop for multipart uploads that a killed stage could
-  # not abort itself (RELIABILITY.md cases 3, 12, 15), and the clean-up of
+  # not abort itself (docs/reliability.md cases 3, 12, 15), and the clean-up of
   # overwritten/deleted versions and of delete markers left with no versions.
   rule {
     id     = "abort-multipart-and-expire-noncurrent"

@@ -1,5 +1,5 @@
 # Inputs of the market-etl AWS stack. Every variable has a description and a
-# type (market_etl_tests/test_terraform.py checks it); defaults are the values
+# type (market_etl_tests/unit/test_terraform.py checks it); defaults are the values
 # the project runs with, so `terraform plan` needs no tfvars for a first try.
 
 # --- identity and placement -------------------------------------------------

@@ -6,7 +6,7 @@ microsecond times, ~77 bytes a row; ~30M rows by default, cached in the work dir
 - `stage`: the stage entry point's work (`market_etl.stages.etl.run_stage`, what `python -m
   market_etl.stages.etl` runs) with every rule, the quarantine, the id verification (and dedupe when
   needed) and the checks, writing Snappy Parquet into a local lake.
-- `duckdb`: the reference from PERFORMANCE.md: read the same CSV with types, keep price > 0,
+- `duckdb`: the reference from docs/performance.md: read the same CSV with types, keep price > 0,
   qty > 0 and time inside the month, derive year/month/day/symbol, `COPY ... PARTITION_BY` to Snappy
   Parquet with the same column types. No quarantine, dedupe or checks.
 

@@ -350,7 +350,7 @@ def render_results(month: Month, results: list[StageResult], machine: dict[str, 
     lines = [
         "# Pipeline benchmark",
         "",
-        "Written by `make bench` (`market-etl bench pipeline --rows N`, market_etl/bench_pipeline.py: its docstring "
+        "Written by `make bench` (`market-etl bench pipeline --rows N`, devtools/market_etl_devtools/bench_pipeline.py: its docstring "
         "says how each stage runs and what each figure covers).",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from market_etl.cli import DEVTOOLS_COMMANDS
+
 
 def _demo(args) -> int:
     from market_etl_devtools.demo import run_demo
@@ -11,23 +13,23 @@ def _demo(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from market_etl_devtools import bench_catalog, bench_etl, bench_pipeline, bench_unzip
+    from market_etl_devtools import bench_catalog, bench_etl, bench_pipeline, bench_query, bench_unzip
     from market_etl_devtools.mirror import cli as mirror_cli
 
     mirror_cli.register(sub)
 
-    demo = sub.add_parser("demo", help="run the pipeline end to end on a generated local mirror")
+    demo = sub.add_parser("demo", help=DEVTOOLS_COMMANDS["demo"])
     demo.add_argument("--trades-per-day", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="benchmarks: `pipeline` (the default: every stage, written to "
-                                         "benchmarks/results.md), `unzip` and `etl` in detail")
+    bench = sub.add_parser("bench", help=DEVTOOLS_COMMANDS["bench"])
     benchmarks = bench.add_subparsers(dest="benchmark")
     bench_pipeline.register(benchmarks)
     bench_unzip.register(benchmarks)
     bench_etl.register(benchmarks)
     bench_catalog.register(benchmarks)
+    bench_query.register(benchmarks)
     bench.set_defaults(func=lambda args: _bench_default(benchmarks))
 
 

@@ -1,4 +1,4 @@
-"""Binance public-archive names, URLs and CHECKSUM files (see shared BINANCE.md)."""
+"""Binance public-archive names, URLs and CHECKSUM files (see docs/binance-files.md)."""
 from __future__ import annotations
 
 import re

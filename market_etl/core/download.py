@@ -18,6 +18,7 @@ from typing import Callable
 
 import requests
 
+from market_etl.core import defaults
 from market_etl.core.binance import archive_name, archive_url, checksum_url, parse_checksum
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.lake import Lake
@@ -48,8 +49,8 @@ class TransientError(RuntimeError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5
-    backoff_seconds: float = 1.0
+    attempts: int = defaults.HTTP_ATTEMPTS
+    backoff_seconds: float = defaults.RETRY_BACKOFF_SECONDS
     max_backoff_seconds: float = 30.0
 
     def delay(self, attempt: int) -> float:
@@ -145,8 +146,8 @@ def download_archive(
     base_url: str,
     lake: Lake,
     *,
-    allow_missing_checksum: bool = False,
-    timeout: tuple[float, float] = (10.0, 30.0),
+    allow_missing_checksum: bool = defaults.ALLOW_MISSING_CHECKSUM,
+    timeout: tuple[float, float] = (defaults.HTTP_CONNECT_TIMEOUT_SECONDS, defaults.HTTP_TIMEOUT_SECONDS),
     policy: RetryPolicy = RetryPolicy(),
     session: requests.Session | None = None,
 ) -> DownloadResult:

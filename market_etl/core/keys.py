@@ -21,6 +21,10 @@ RUN_ID_PATTERN = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 EARLIEST_MONTH = "2017-01"
 
 
+class UpstreamMissing(RuntimeError):
+    """What a stage reads for a partition is not in the lake yet: materialise the upstream asset first."""
+
+
 class InvalidPartitionKey(ValueError):
     """A symbol or month that must not reach a path, key or query."""
 

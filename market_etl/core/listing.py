@@ -12,14 +12,16 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import requests
-
+from market_etl.core import defaults
 from market_etl.core.binance import listing_prefix
 from market_etl.core.keys import validate_symbol
 
-DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
+if TYPE_CHECKING:  # requests is imported where a listing is fetched: settings import this module's URL
+    import requests
+
+DEFAULT_LISTING_URL = defaults.BINANCE_LISTING_URL
 # Some old checksum names carry an unpadded month (`...-2020-8.zip.CHECKSUM`); normalised below.
 _ARCHIVE_NAME = re.compile(
     r"(?P<symbol>[A-Z0-9]+)-trades-(?P<year>\d{4})-(?P<month>\d{1,2})\.zip(?P<checksum>\.CHECKSUM)?")
@@ -126,6 +128,8 @@ def published_months(symbol: str, objects: list[ListedObject] | tuple[ListedObje
 
 def _get_page(session: requests.Session, url: str, params: dict, timeout) -> str:
     """GET one listing page; errors name the URL (no retries here: the next sensor tick is the retry)."""
+    import requests
+
     try:
         resp = session.get(url, params=params, timeout=timeout)
     except requests.RequestException as err:
@@ -152,9 +156,12 @@ def _pages(session: requests.Session, listing_url: str, prefix: str, timeout) ->
 
 def list_published_months(symbol: str, listing_url: str = DEFAULT_LISTING_URL, *,
                           session: requests.Session | None = None,
-                          timeout: tuple[float, float] = (10.0, 30.0)) -> list[PublishedMonth]:
+                          timeout: tuple[float, float] = (defaults.HTTP_CONNECT_TIMEOUT_SECONDS,
+                                                          defaults.HTTP_TIMEOUT_SECONDS)) -> list[PublishedMonth]:
     """Every monthly trades archive the bucket lists for `symbol`: one request per 1000 keys."""
     if session is None:
+        import requests
+
         with requests.Session() as own:
             return list_published_months(symbol, listing_url, session=own, timeout=timeout)
     prefix = listing_prefix(validate_symbol(symbol))

@@ -3,33 +3,49 @@
 Queries are written once, in Athena's dialect (Trino SQL), and run on Athena or, translated with
 sqlglot, on DuckDB. Parameters appear as `:symbol`, `:year`, `:month`, `:day`; a value reaches an
 engine only after validation, and only as a bound parameter (DuckDB named parameters, Athena
-execution parameters), never pasted into the SQL text (RELIABILITY.md case 25).
+execution parameters), never pasted into the SQL text (docs/reliability.md case 25).
 """
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import importlib.util
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import sqlglot
-from sqlglot.dialects.athena import Athena
-from sqlglot.tokens import TokenType
-
 from market_etl.core.keys import InvalidPartitionKey, TradePartition, validate_month, validate_symbol
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# The repository's sql/, shipped inside the package (market_etl/sql links to it), so an installed
+# `market-etl query` finds it wherever it runs; a Traversable, as the package may be a zip on Glue.
+SQL_DIR: Traversable = resources.files("market_etl") / "sql"
 # Files of runnable queries. The DDL files in sql/ are Athena-only and are not run by this runner.
 QUERY_FILES = ("athena_sample_queries.sql", "athena_analytics.sql")
 NAME_LINE = re.compile(r"--\s*name:\s*(\S+)\s*")
 QUERY_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# EXPLAIN [ANALYZE] [VERBOSE] [(options)] <statement>: sqlglot has no tree for it (it would fall back to an
+# opaque Command, with a warning), so the prefix is split off as text and the statement parsed on its own.
+EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?P<analyze>ANALYZE\s+)?(VERBOSE\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 
 
 class QueryError(ValueError):
     """A query that cannot be run as asked: unknown name, bad SQL file, missing parameter."""
+
+
+class SqlRejected(QueryError):
+    """SQL refused before or by an engine: it does not parse, is not one read statement, or names a table or
+    column that does not exist."""
+
+
+class QueryEngineFailed(QueryError):
+    """The engine failed while running a valid query (a file it could not read, the service's own error)."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,18 @@ def placeholder_spans(sql: str) -> list[tuple[int, int, str]]:
 
     Found with sqlglot's Athena tokenizer, so a `:x` inside a string literal or a comment is not a placeholder.
     """
-    tokens = Athena().tokenize(sql)
+    if sql in _COMPILED_SPANS:
+        return _COMPILED_SPANS[sql]
+    from sqlglot.dialects.athena import Athena
+    from sqlglot.tokens import TokenType
+
+    explain = EXPLAIN.match(sql)
+    offset = explain.end() if explain else 0  # the tokenizer reads everything after EXPLAIN as one string
+    tokens = Athena().tokenize(sql[offset:])
     spans = []
     for colon, word in zip(tokens, tokens[1:]):
         if colon.token_type is TokenType.COLON and word.start == colon.end + 1 and word.text.isidentifier():
-            spans.append((colon.start, word.end + 1, word.text))
+            spans.append((offset + colon.start, offset + word.end + 1, word.text))
     return spans
 
 
@@ -76,6 +99,8 @@ def parse_named_queries(text: str, source: str) -> dict[str, NamedQuery]:
         while lines and lines[0].strip().startswith("--"):
             description.append(lines.pop(0).strip()[2:].strip())
         body = "\n".join(lines).strip().rstrip(";").strip()
+        import sqlglot
+
         try:
             statements = sqlglot.parse(body, read="athena")
         except sqlglot.errors.ParseError as err:
@@ -87,14 +112,27 @@ def parse_named_queries(text: str, source: str) -> dict[str, NamedQuery]:
 
 
 @functools.lru_cache(maxsize=None)
-def load_queries(directory: Path = SQL_DIR, files: tuple[str, ...] = QUERY_FILES) -> dict[str, NamedQuery]:
+def load_queries(directory: Traversable = SQL_DIR, files: tuple[str, ...] = QUERY_FILES) -> dict[str, NamedQuery]:
     """Every named query of the query files; a name must be unique across files."""
-    queries: dict[str, NamedQuery] = {}
+    texts = {}
     for file_name in files:
         path = directory / file_name
         if not path.is_file():
-            raise QueryError(f"SQL file {path} not found: run from a checkout of market-etl (sql/ ships with the repo)")
-        for name, query in parse_named_queries(path.read_text(), file_name).items():
+            raise QueryError(f"SQL file {path} not found: the installed market-etl package lacks its sql/ files; "
+                             "reinstall it (`pip install .` from a checkout)")
+        texts[file_name] = path.read_text()
+    compiled = _read_compiled(texts)
+    if compiled is not None:
+        return compiled
+    queries = _parse_query_files(texts)
+    _write_compiled(texts, queries)
+    return queries
+
+
+def _parse_query_files(texts: Mapping[str, str]) -> dict[str, NamedQuery]:
+    queries: dict[str, NamedQuery] = {}
+    for file_name, text in texts.items():
+        for name, query in parse_named_queries(text, file_name).items():
             if name in queries:
                 raise QueryError(f"query {name!r} is defined in both {queries[name].source} and {file_name}")
             queries[name] = query
@@ -104,6 +142,67 @@ def load_queries(directory: Path = SQL_DIR, files: tuple[str, ...] = QUERY_FILES
             raise QueryError(f"{query.source}: query {query.name!r} uses unknown parameters {sorted(unknown)}; "
                              f"known: {sorted(PARAMETER_VALIDATORS)}")
     return queries
+
+
+# ---------------------------------------------------------------- compiled named queries
+#
+# Parsing the query files and translating a query to DuckDB takes sqlglot, whose import alone is most of a
+# short `market-etl query`'s time. The result (each query's text, placeholders and DuckDB translation) is
+# kept in a small JSON file in the user's cache directory, keyed by the query files' text, sqlglot's version
+# and COMPILED_FORMAT: any change to one of them compiles again. Ad-hoc SQL is never cached.
+
+COMPILED_FORMAT = 1
+_COMPILED_SPANS: dict[str, list[tuple[int, int, str]]] = {}
+_COMPILED_DUCKDB: dict[str, str] = {}
+
+
+def compiled_cache_path(texts: Mapping[str, str]) -> Path | None:
+    """`$XDG_CACHE_HOME/market-etl/queries-<key>.json` (default ~/.cache); None where sqlglot is not found."""
+    spec = importlib.util.find_spec("sqlglot")
+    if spec is None or spec.origin is None:
+        return None
+    version_file = Path(spec.origin).with_name("_version.py")
+    sqlglot_version = version_file.read_text() if version_file.is_file() else str(Path(spec.origin).stat().st_mtime)
+    key = hashlib.sha256(json.dumps([COMPILED_FORMAT, sqlglot_version, sorted(texts.items())]).encode()).hexdigest()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "market-etl" / f"queries-{key[:32]}.json"
+
+
+def _read_compiled(texts: Mapping[str, str]) -> dict[str, NamedQuery] | None:
+    path = compiled_cache_path(texts)
+    try:
+        entries = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    queries = {}
+    for entry in entries:
+        query = NamedQuery(name=entry["name"], description=entry["description"], sql=entry["sql"],
+                           source=entry["source"])
+        _COMPILED_SPANS[query.sql] = [tuple(span) for span in entry["spans"]]
+        _COMPILED_DUCKDB[query.sql] = entry["duckdb"]
+        queries[query.name] = query
+    return queries
+
+
+def _write_compiled(texts: Mapping[str, str], queries: Mapping[str, NamedQuery]) -> None:
+    """Best effort: a cache directory that cannot be written only means compiling again next time."""
+    path = compiled_cache_path(texts)
+    if path is None:
+        return
+    try:
+        entries = [{"name": q.name, "description": q.description, "sql": q.sql, "source": q.source,
+                    "spans": placeholder_spans(q.sql), "duckdb": to_duckdb(q.sql)} for q in queries.values()]
+    except QueryError:
+        return  # a query DuckDB cannot run still runs on Athena; it is reported when run locally
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        temp.write_text(json.dumps(entries))
+        os.replace(temp, path)
+    except OSError:
+        return
 
 
 def get_query(name: str) -> NamedQuery:
@@ -170,13 +269,59 @@ def partition_parameters(partition: TradePartition) -> dict[str, Any]:
 @functools.lru_cache(maxsize=256)
 def to_duckdb(athena_sql: str) -> str:
     """Athena SQL -> DuckDB SQL (`:name` placeholders become DuckDB's `$name`)."""
+    if athena_sql in _COMPILED_DUCKDB:
+        return _COMPILED_DUCKDB[athena_sql]
+    explain = EXPLAIN.match(athena_sql)
+    if explain:
+        return ("EXPLAIN ANALYZE " if explain.group("analyze") else "EXPLAIN ") + to_duckdb(athena_sql[explain.end():])
+    import sqlglot
+
     try:
         (translated,) = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
     except sqlglot.errors.ParseError as err:
-        raise QueryError(f"SQL does not parse as Athena SQL: {err}") from err
+        raise SqlRejected(f"SQL does not parse as Athena SQL: {err}") from err
     except ValueError as err:
-        raise QueryError(f"expected exactly one SQL statement: {err}") from err
+        raise SqlRejected(f"expected exactly one SQL statement: {err}") from err
     return translated
+
+
+# Statements that only read. Anything else (DDL, DML, UNLOAD, SET, COPY, ATTACH, CALL...) is refused, and
+# so is a read statement that holds one of WRITE_NODES anywhere (a CTE with an INSERT, SELECT ... INTO).
+def _statement_kinds() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(read statements, nodes that write), from sqlglot's expression classes."""
+    from sqlglot import exp
+
+    return ((exp.Query, exp.Values, exp.Describe),
+            (exp.DML, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Into, exp.Copy, exp.Set, exp.Use,
+             exp.Pragma, exp.TruncateTable, exp.Merge))
+
+
+def require_read_only(sql: str) -> None:
+    """Refuse anything but one read statement (SELECT, WITH ... SELECT, VALUES, DESCRIBE, or EXPLAIN of one).
+
+    Ad-hoc SQL runs with the caller's credentials on Athena and on the lake's catalog file locally, so
+    it is parsed here, before any engine sees it; an engine's own read-only mode is the second line.
+    """
+    explain = EXPLAIN.match(sql)
+    if explain:
+        return require_read_only(sql[explain.end():])
+    import sqlglot
+
+    read_statements, write_nodes = _statement_kinds()
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="athena") if s is not None]
+    except sqlglot.errors.ParseError as err:
+        raise SqlRejected(f"SQL does not parse as Athena SQL: {err}") from err
+    if len(statements) != 1:
+        raise SqlRejected(f"expected exactly one SQL statement, got {len(statements)}")
+    (statement,) = statements
+    if not isinstance(statement, read_statements):
+        raise SqlRejected(f"only read statements may run here (SELECT, WITH, VALUES, DESCRIBE, EXPLAIN); refused a "
+                          f"{statement.key.upper()} statement: the lake's tables change only through the pipeline")
+    for node in statement.walk():
+        if isinstance(node, write_nodes):
+            raise SqlRejected(f"only read statements may run here; refused: the query holds a "
+                              f"{node.key.upper()} ({node.sql(dialect='athena')[:80]})")
 
 
 def athena_literal(value: Any) -> str:
@@ -215,6 +360,8 @@ class BoundQuery:
 def bind(query: NamedQuery | str, values: Mapping[str, Any] | None = None) -> BoundQuery:
     """Validate `values` and attach them to the query; every placeholder needs a value and every value a placeholder."""
     sql, name = (query.sql, query.name) if isinstance(query, NamedQuery) else (query.strip().rstrip(";"), None)
+    if name is None:
+        require_read_only(sql)
     values = dict(values or {})
     needed = {n for _, _, n in placeholder_spans(sql)}
     missing, extra = needed - set(values), set(values) - needed

@@ -23,7 +23,7 @@ from market_etl.core.keys import TradePartition
 
 # ---------------------------------------------------------------- schemas
 
-#: The spot trades CSV, in file order (shared/BINANCE.md); also the header names when a file has one.
+#: The spot trades CSV, in file order (docs/binance-files.md); also the header names when a file has one.
 SOURCE_COLUMNS: tuple[str, ...] = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match")
 #: The source fields as the transforms first see them: text, split from the line, nothing converted yet.
 SOURCE_SCHEMA = T.StructType([T.StructField(name, T.StringType(), True) for name in SOURCE_COLUMNS])

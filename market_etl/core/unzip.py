@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from market_etl.core.binance import csv_member_name
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import TradePartition, UpstreamMissing, Zone, lake_key
 from market_etl.lake import Lake
 
 try:  # ISA-L: ~3x stdlib zlib; the same decompressobj/crc32 interface.
@@ -65,10 +65,6 @@ class UnsafeArchive(ArchiveError):
 
 class ArchiveTooLarge(UnsafeArchive):
     """Over the size or compression-ratio cap (a zip bomb, or limits set too low)."""
-
-
-class UpstreamMissing(RuntimeError):
-    """The raw archive (or its data-version sidecar) is not in the lake yet."""
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,11 @@ import dagster as dg
 from market_etl.core.keys import TradePartition
 from market_etl.core.sql import check_outcome
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
+from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of
 from market_etl.lake.iceberg import PublishRefused
 from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import SqlEngine
-
-PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
-TRADES_TABLE = dg.AssetKey(["market_data", "trades_binance"])
-OHLCV_1M = dg.AssetKey(["analytics", "ohlcv_1m"])
-DAILY_TRADE_STATS = dg.AssetKey(["analytics", "daily_trade_stats"])
 
 # (asset, check name, check query in sql/athena_analytics.sql, description)
 ANALYTICS_CHECKS = (
@@ -39,7 +35,7 @@ def _analytics_asset(key: dg.AssetKey, partitions_def: dg.PartitionsDefinition,
                      description: str) -> dg.AssetsDefinition:
     dataset = key.path[-1]
 
-    @dg.asset(key=key, deps=[TRADES_TABLE], partitions_def=partitions_def, group_name="analytics",
+    @dg.asset(key=key, deps=[TRADES_TABLE_ASSET], partitions_def=partitions_def, group_name="analytics",
               kinds={"duckdb", "parquet"}, automation_condition=DOWNSTREAM_AUTOMATION, description=description,
               )
     def analytics(context: dg.AssetExecutionContext, sql: SqlEngine,
@@ -79,7 +75,7 @@ def staged_manifest_of(context: dg.AssetExecutionContext, partition: TradePartit
 
 def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
     @dg.asset(
-        key=TRADES_TABLE,
+        key=TRADES_TABLE_ASSET,
         deps=[PROCESSED_TRADES],
         partitions_def=partitions_def,
         group_name="catalog",

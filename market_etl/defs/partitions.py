@@ -3,8 +3,6 @@ import dagster as dg
 from market_etl.core.keys import TradePartition
 from market_etl.settings import Settings
 
-DOWNLOAD_POOL = "binance_download"
-
 
 def trade_partitions(settings: Settings) -> dg.MultiPartitionsDefinition:
     """symbol x month. Monthly partitions end at the last complete month: the latest Binance can have published."""

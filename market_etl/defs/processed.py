@@ -4,16 +4,13 @@ import dagster as dg
 
 from market_etl.core.checks import CHECKS
 from market_etl.core.keys import new_run_id, staged_manifest_key
-from market_etl.defs.raw import RAW_UNZIPPED_TRADES_CSV
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
+from market_etl.defs.keys import PROCESSED_TRADES, RAW_UNZIPPED_TRADES_CSV, SPARK_POOL
 from market_etl.defs.partitions import partition_of
 from market_etl.resources import IcebergCatalogResource, LakeResource
 from market_etl.resources.sql import SqlEngine
 from market_etl.resources.stages import StageLauncher, partition_args
 
-PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
-#: One Spark stage at a time: a local Spark session wants every core (limit set by `market-etl init-home`).
-SPARK_POOL = "spark"
 
 
 def build_processed_assets(partitions_def: dg.PartitionsDefinition,

@@ -3,12 +3,10 @@
 import dagster as dg
 
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
-from market_etl.defs.partitions import DOWNLOAD_POOL, partition_of
+from market_etl.defs.keys import DOWNLOAD_POOL, RAW_TRADES_ZIP, RAW_UNZIPPED_TRADES_CSV
+from market_etl.defs.partitions import partition_of
 from market_etl.resources import BinanceSource, LakeResource
 from market_etl.resources.stages import StageLauncher, partition_args
-
-RAW_TRADES_ZIP = dg.AssetKey(["raw", "trades_zip"])
-RAW_UNZIPPED_TRADES_CSV = dg.AssetKey(["raw_unzipped", "trades_csv"])
 
 
 def build_lake_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

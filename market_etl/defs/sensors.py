@@ -21,7 +21,7 @@ import requests
 
 from market_etl.core.keys import TradePartition
 from market_etl.core.listing import ListingError, PublishedMonth, list_published_months
-from market_etl.defs.raw import RAW_TRADES_ZIP
+from market_etl.defs.keys import RAW_TRADES_ZIP
 from market_etl.defs.automation import automation_sensor
 from market_etl.settings import Settings
 

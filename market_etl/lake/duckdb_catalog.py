@@ -128,3 +128,25 @@ def refresh_views(catalog, lake) -> Path:
     with catalog_writer(db_path) as con:
         create_views(con, table_files(catalog, lake))
     return db_path
+
+
+def snapshots_as_of(catalog, lake, as_of: str) -> dict[str, int]:
+    """Which snapshot of each table `--as-of` means: a snapshot id picks it in the table that has it (the
+    others stay current, as Athena's FOR VERSION AS OF on that table); a time picks, in every table, the
+    snapshot current then (-1: the table had none then, it reads empty)."""
+    from market_etl.lake.iceberg import CatalogError, load_table, snapshot_at
+
+    chosen = {}
+    for name, spec in TABLES.items():
+        table = load_table(catalog, lake, spec)
+        if as_of.isdigit():
+            if table.snapshot_by_id(int(as_of)) is not None:
+                chosen[name] = int(as_of)
+        else:
+            try:
+                chosen[name] = snapshot_at(table, as_of)
+            except CatalogError:
+                chosen[name] = -1
+    if as_of.isdigit() and not chosen:
+        raise CatalogError(f"no table has snapshot {as_of} (market-etl table history TABLE lists them)")
+    return chosen

@@ -1,6 +1,7 @@
 
 import dagster as dg
 
+from market_etl.core import defaults
 from market_etl.lake import Lake, open_lake
 
 
@@ -26,11 +27,11 @@ class LakeResource(dg.ConfigurableResource):
 class BinanceSource(dg.ConfigurableResource):
     """The Binance public archive (or a mirror of it) and how patiently to download from it."""
 
-    base_url: str = "https://data.binance.vision"
-    allow_missing_checksum: bool = False
-    timeout_seconds: float = 30.0
-    attempts: int = 5
-    backoff_seconds: float = 1.0
+    base_url: str = defaults.BINANCE_BASE_URL
+    allow_missing_checksum: bool = defaults.ALLOW_MISSING_CHECKSUM
+    timeout_seconds: float = defaults.HTTP_TIMEOUT_SECONDS
+    attempts: int = defaults.HTTP_ATTEMPTS
+    backoff_seconds: float = defaults.RETRY_BACKOFF_SECONDS
 
     def stage_args(self) -> list[str]:
         args = ["--base-url", self.base_url, "--timeout", str(self.timeout_seconds),

@@ -1,4 +1,7 @@
-"""The SQL engine: DuckDB over the local lake, Athena (plus the Glue catalog) on AWS. Same calls, either runtime.
+"""The SQL engine as a Dagster resource: DuckDB over the local lake, Athena (plus the Glue catalog) on AWS.
+
+Queries run through the Dagster-free readers of `market_etl.lake.query_engine` (what the `query` command
+uses); this module adds what the pipeline needs on top: registering partitions, writing analytics.
 
 - `query(BoundQuery)` runs Athena-dialect SQL and reports rows, seconds, files and bytes scanned.
   `as_of` (a snapshot id or an ISO time) reads the tables as they were (DuckDB: views over that
@@ -10,25 +13,21 @@
   (replacing that symbol-month in one transaction).
 """
 
-import contextlib
-import json
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
 from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id
-from market_etl.core.sql import BoundQuery, QueryError, QueryResult, bind, get_query, partition_parameters
-from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TRADES, TableSpec
+from market_etl.core.sql import BoundQuery, QueryResult, bind, get_query, partition_parameters
+from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TableSpec
 from market_etl.lake import Lake, LocalLake, open_lake
-from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, create_views, refresh_views, sql_string, table_files
-from market_etl.lake.iceberg import CatalogError, Commit, load_table, replace_partition, snapshot_at
+from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, refresh_views, sql_string
+from market_etl.lake.iceberg import CatalogError, replace_partition
+from market_etl.lake.query_engine import AthenaQueryEngine, DuckDBQueryEngine
 from market_etl.settings import Settings
 
-TABLE_REFERENCE = re.compile(rf"\b{DATABASE}\.([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
 
 
 def analytics_table(dataset: str) -> TableSpec:
@@ -50,10 +49,6 @@ def with_partition_columns(query: BoundQuery) -> BoundQuery:
     return BoundQuery(sql=sql, values=query.values, name=query.name)
 
 
-class CatalogNotFound(CatalogError):
-    pass
-
-
 @dataclass(frozen=True)
 class AnalyticsOutput:
     dataset: str
@@ -67,25 +62,6 @@ class AnalyticsOutput:
     def metadata(self) -> dict[str, object]:
         return {"uri": self.uri, "rows": self.rows, "bytes": self.bytes, "seconds": round(self.seconds, 3),
                 "rows_per_second": round(self.rows / self.seconds) if self.seconds else None, **self.details}
-
-
-def _table_scans(node: dict):
-    if node.get("type") == "TABLE_SCAN":
-        yield node.get("extra_info", {})
-    for child in node.get("children", []):
-        yield from _table_scans(child)
-
-
-def scan_statistics(profile: dict) -> tuple[int, int, int]:
-    """(files read, files considered, bytes read) from DuckDB's JSON profile of one query."""
-    read, considered = 0, 0
-    for op in profile.get("operator", []):
-        for info in _table_scans(op):
-            files_read = int(info.get("Total Files Read", 0))
-            read += files_read
-            # "Scanning Files: 1/6" is present when filters pruned files; otherwise every file was read.
-            considered += int(info["Scanning Files"].split("/")[1]) if "Scanning Files" in info else files_read
-    return read, considered, int(profile.get("io", {}).get("total_bytes_read", 0))
 
 
 class SqlEngine(dg.ConfigurableResource):
@@ -108,28 +84,6 @@ class SqlEngine(dg.ConfigurableResource):
         return self.query(bind(get_query(name), partition_parameters(partition)))
 
 
-def snapshots_as_of(catalog, lake, as_of: str) -> dict[str, int]:
-    """Which snapshot of each table `--as-of` means: a snapshot id picks it in the table that has it (the
-    others stay current, as Athena's FOR VERSION AS OF on that table); a time picks, in every table, the
-    snapshot current then (a table with none then reads empty)."""
-    from market_etl.core.tables import TABLES
-
-    chosen = {}
-    for name, spec in TABLES.items():
-        table = load_table(catalog, lake, spec)
-        if as_of.isdigit():
-            if table.snapshot_by_id(int(as_of)) is not None:
-                chosen[name] = int(as_of)
-        else:
-            try:
-                chosen[name] = snapshot_at(table, as_of)
-            except CatalogError:
-                chosen[name] = -1  # no snapshot at that time: the table was empty then
-    if as_of.isdigit() and not chosen:
-        raise CatalogError(f"no table has snapshot {as_of} (market-etl table history TABLE lists them)")
-    return chosen
-
-
 class DuckDBSqlEngine(SqlEngine):
     """The local runtime: DuckDB over views of the Iceberg tables' snapshots, Athena SQL translated by sqlglot."""
 
@@ -143,56 +97,11 @@ class DuckDBSqlEngine(SqlEngine):
     def database_path(self) -> Path:
         return self._lake().path(CATALOG_DB_KEY)
 
-    def _session(self, con) -> None:
-        con.execute("SET TimeZone = 'UTC'")
-        # Top-N "late materialisation" scans a table twice; off, every table reference is one scan, so the
-        # reported files-scanned count means what it says (no measurable cost at these row widths).
-        con.execute("SET late_materialization_max_rows = 0")
-
     def _connect(self, as_of: str | None = None):
-        """Read-only over the current snapshots (never waits for a writer); `as_of`: an in-memory database
-        with views over the snapshots `snapshots_as_of` picks."""
-        import duckdb
-
-        if as_of is not None:
-            from market_etl.lake.iceberg import open_catalog
-
-            lake = self._lake()
-            catalog = open_catalog(lake)
-            con = duckdb.connect()
-            create_views(con, table_files(catalog, lake, snapshots_as_of(catalog, lake, as_of)))
-        else:
-            if not self.database_path.is_file():
-                raise CatalogNotFound(f"no catalog at {self.database_path}: materialise "
-                                      "market_data/trades_binance first (e.g. `make demo`)")
-            con = duckdb.connect(str(self.database_path), read_only=True)
-        self._session(con)
-        return con
+        return DuckDBQueryEngine(self.database_path, as_of=as_of).connect()
 
     def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
-        sql, parameters = query.for_duckdb()
-        con = self._connect(as_of)
-        try:
-            return self._run(con, sql, parameters, query.label)
-        finally:
-            con.close()
-
-    @staticmethod
-    def _run(con, sql: str, parameters, label: str) -> QueryResult:
-        import duckdb
-
-        try:
-            con.execute("PRAGMA enable_profiling = 'no_output'")
-            started = time.perf_counter()
-            cursor = con.execute(sql, parameters)
-            rows = cursor.fetchall()
-            seconds = time.perf_counter() - started
-            columns = [d[0] for d in cursor.description]
-            files, files_total, scanned = scan_statistics(json.loads(con.get_profiling_information(format="json")))
-        except duckdb.Error as err:
-            raise QueryError(f"DuckDB could not run {label}: {err}\n(translated SQL: {sql})") from err
-        return QueryResult(columns=columns, rows=rows, seconds=seconds, engine="duckdb", files_scanned=files,
-                           files_total=files_total, bytes_scanned=scanned)
+        return DuckDBQueryEngine(self.database_path, as_of=as_of).query(query)
 
     def refresh_views(self, catalog) -> dict[str, object]:
         return {"duckdb_views": str(refresh_views(catalog, self._lake()))}
@@ -240,7 +149,7 @@ def unload_statement(query_sql: str, target: str) -> str:
 
     The query keeps its `?` execution parameters: Athena takes them in SELECT, INSERT INTO, CTAS and
     UNLOAD statements (in WHERE clauses, where the named queries have them), so partition values are
-    still never pasted into SQL (RELIABILITY.md case 25). The TO location cannot be a parameter; it is
+    still never pasted into SQL (docs/reliability.md case 25). The TO location cannot be a parameter; it is
     a quoted literal of the lake URL plus a key that lake_key builds from validated partition fields
     and a run id. Newlines around the query keep a trailing comment in it from eating the `)`.
     """
@@ -281,23 +190,13 @@ class AthenaSqlEngine(SqlEngine):
     database: str = DATABASE
     poll_interval_seconds: float = 1.0
 
-    @contextlib.contextmanager
-    def _executed(self, sql: str, parameters: list[str], label: str) -> Iterator:
-        """A pyathena cursor whose statement has run to completion in the workgroup; errors as QueryError."""
-        from pyathena import connect
-        from pyathena.error import Error as AthenaError
+    def _reader(self, as_of: str | None = None) -> AthenaQueryEngine:
+        return AthenaQueryEngine(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir, region=self.region,
+                                 endpoint_url=self.endpoint_url, database=self.database,
+                                 poll_interval_seconds=self.poll_interval_seconds, as_of=as_of)
 
-        connection = connect(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir,
-                             region_name=self.region, endpoint_url=self.endpoint_url, schema_name=self.database,
-                             poll_interval=self.poll_interval_seconds)
-        try:
-            cursor = connection.cursor()
-            cursor.execute(sql, parameters or None, paramstyle="qmark")
-            yield cursor
-        except AthenaError as err:
-            raise QueryError(f"Athena could not run {label}: {err}") from err
-        finally:
-            connection.close()
+    def _executed(self, sql: str, parameters: list[str], label: str):
+        return self._reader().executed(sql, parameters, label)
 
     def _glue(self):
         import boto3
@@ -308,16 +207,7 @@ class AthenaSqlEngine(SqlEngine):
         return open_lake(self.lake_url, s3_endpoint_url=self.s3_endpoint_url, region=self.region)
 
     def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
-        sql, parameters = query.for_athena()
-        if as_of is not None:
-            sql = time_travel_sql(sql, as_of)
-        started = time.perf_counter()
-        with self._executed(sql, parameters, query.label) as cursor:
-            rows = [tuple(row) for row in cursor.fetchall()]
-            seconds = time.perf_counter() - started
-            columns = [d[0] for d in cursor.description or []]
-            scanned = cursor.data_scanned_in_bytes
-        return QueryResult(columns=columns, rows=rows, seconds=seconds, engine="athena", bytes_scanned=scanned)
+        return self._reader(as_of).query(query)
 
     def _unload(self, query: BoundQuery, target: str) -> str:
         """Run the UNLOAD of `query` into `target`; returns Athena's query execution id."""
@@ -357,22 +247,6 @@ class AthenaSqlEngine(SqlEngine):
             seconds=time.perf_counter() - started,
             details={"files": written.files, "athena_query_id": query_id, "run_id": run, **commit.metadata()},
         )
-
-
-def time_travel_sql(sql: str, as_of: str) -> str:
-    """Athena SQL reading every market_data table as of a snapshot id or a time (Iceberg time travel)."""
-    if as_of.isdigit():
-        clause = f"FOR VERSION AS OF {int(as_of)}"
-    else:
-        import datetime as dt
-
-        try:
-            when = dt.datetime.fromisoformat(as_of)
-        except ValueError as err:
-            raise QueryError(f"--as-of {as_of!r}: expected a snapshot id or an ISO time") from err
-        when = (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
-        clause = f"FOR TIMESTAMP AS OF TIMESTAMP '{when:%Y-%m-%d %H:%M:%S.%f} UTC'"
-    return TABLE_REFERENCE.sub(lambda m: f"{m.group(0)} {clause}", sql)
 
 
 def build_sql_engine(settings: Settings) -> SqlEngine:

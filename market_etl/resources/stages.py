@@ -15,6 +15,7 @@ from dagster._core.errors import DagsterPipesExecutionError
 from dagster_aws.pipes import PipesGlueClient, PipesS3ContextInjector, PipesS3MessageReader
 from dagster_pipes import PipesParams
 
+from market_etl.core import defaults
 from market_etl.core.keys import TradePartition
 
 STAGES = ("download", "unzip", "etl")
@@ -68,10 +69,7 @@ def stage_failure(context: dg.AssetExecutionContext, stage: str, err: Exception)
     return dg.Failure(description=f"stage '{stage}' failed: {reason}")
 
 
-DEFAULT_GLUE_JOB_PREFIX = "market-etl-"
-
-
-def glue_job_names(prefix: str = DEFAULT_GLUE_JOB_PREFIX) -> dict[str, str]:
+def glue_job_names(prefix: str = defaults.GLUE_JOB_PREFIX) -> dict[str, str]:
     """The Glue job of each stage: `<prefix><stage>` (terraform/glue_jobs.tf creates `market-etl-*`)."""
     return {stage: f"{prefix}{stage}" for stage in STAGES}
 

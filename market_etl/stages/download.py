@@ -1,6 +1,7 @@
 """Stage: download one monthly trades archive into the raw zone (local subprocess or Glue job)."""
 from __future__ import annotations
 
+from market_etl.core import defaults
 from market_etl.core.download import RetryPolicy, download_archive
 from market_etl.stages._stage import flag_argument, open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import open_lake
@@ -11,9 +12,10 @@ def main(argv=None) -> None:
     parser.add_argument("--base-url", required=True)
     flag_argument(parser, "--allow-missing-checksum",
                   help="accept an archive whose .CHECKSUM is missing upstream (reported as a WARN check)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="read timeout, seconds")
-    parser.add_argument("--attempts", type=int, default=5)
-    parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")
+    parser.add_argument("--timeout", type=float, default=defaults.HTTP_TIMEOUT_SECONDS, help="read timeout, seconds")
+    parser.add_argument("--attempts", type=int, default=defaults.HTTP_ATTEMPTS)
+    parser.add_argument("--backoff", type=float, default=defaults.RETRY_BACKOFF_SECONDS,
+                        help="first retry delay, seconds")
     args = parse_stage_args(parser, argv)
     with open_stage_pipes(argv) as pipes:
         lake = open_lake(args.lake, s3_endpoint_url=args.s3_endpoint_url, region=args.aws_region)
@@ -21,7 +23,7 @@ def main(argv=None) -> None:
         result = download_archive(
             args.partition, args.base_url, lake,
             allow_missing_checksum=args.allow_missing_checksum,
-            timeout=(10.0, args.timeout),
+            timeout=(defaults.HTTP_CONNECT_TIMEOUT_SECONDS, args.timeout),
             policy=RetryPolicy(attempts=args.attempts, backoff_seconds=args.backoff),
         )
         if result.status == "up_to_date":

@@ -15,7 +15,8 @@ from market_etl.core.keys import TradePartition, Zone, lake_key, staged_manifest
 from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
 from market_etl.core.tables import OHLCV_1M as OHLCV_1M_TABLE
 from market_etl.core.sql import bind, get_query, partition_parameters
-from market_etl.defs.analytics import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE, build_analytics_assets
+from market_etl.defs.analytics import build_analytics_assets
+from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of, trade_partitions
 from market_etl.lake import LocalLake
 from market_etl.lake.duckdb_catalog import sql_string
@@ -235,7 +236,7 @@ def test_publishing_a_version_whose_blocking_checks_failed_by_hand_is_refused(tm
         partition_key=ETH.dagster_key(), instance=instance, raise_on_error=False)
     assert _materialized(staged) == {PROCESSED_TRADES}
 
-    by_hand = job.get_subset(asset_selection={TRADES_TABLE}).execute_in_process(
+    by_hand = job.get_subset(asset_selection={TRADES_TABLE_ASSET}).execute_in_process(
         partition_key=ETH.dagster_key(), instance=instance, raise_on_error=False)
 
     assert not by_hand.success

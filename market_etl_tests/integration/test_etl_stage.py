@@ -1,4 +1,4 @@
-"""The ETL stage end to end on real Spark (RELIABILITY.md cases 16-23).
+"""The ETL stage end to end on real Spark (docs/reliability.md cases 16-23).
 
 Most scenarios call the stage's `run_etl` on the test session's one SparkSession (seconds each); three
 need their own processes: a run killed mid-write (`python -m market_etl.stages.etl`, SIGKILL), its re-run,
@@ -25,7 +25,8 @@ from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.core.staged import StagedVersion
 from market_etl.core.trades import SchemaDrift, SourceError
 from market_etl.defs.partitions import trade_partitions
-from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
+from market_etl.defs.keys import PROCESSED_TRADES
+from market_etl.defs.processed import build_processed_assets
 from market_etl.stages.etl import MAX_SPLIT_BYTES, clear, run_etl, split_bytes
 from market_etl.lake import LocalLake
 from market_etl_devtools.mirror.generate import Defects, generate_month

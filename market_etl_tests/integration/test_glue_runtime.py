@@ -28,6 +28,7 @@ import pytest
 from market_etl.core.tables import DATABASE, TRADES
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.definitions import build_definitions
+from market_etl.defs.keys import PROCESSED_TRADES, RAW_TRADES_ZIP, RAW_UNZIPPED_TRADES_CSV, TRADES_TABLE_ASSET
 from market_etl.stages._stage import flag_argument, parse_stage_args, stage_parser
 from market_etl_devtools.mirror.generate import generate_mirror
 from market_etl_devtools.mirror.server import MirrorServer
@@ -43,12 +44,11 @@ from market_etl.resources.catalog import IcebergCatalogResource
 REGION = "us-east-1"
 SYMBOL, MONTH = "BTCUSDT", "2025-07"
 PARTITION = TradePartition(SYMBOL, MONTH)
-RAW = dg.AssetKey(["raw", "trades_zip"])
-RAW_UNZIPPED = dg.AssetKey(["raw_unzipped", "trades_csv"])
-PROCESSED = dg.AssetKey(["processed", "trades"])
-TRADES_TABLE = dg.AssetKey(["market_data", "trades_binance"])
+RAW = RAW_TRADES_ZIP
+RAW_UNZIPPED = RAW_UNZIPPED_TRADES_CSV
+PROCESSED = PROCESSED_TRADES
 # The chain one partition goes through on the aws runtime, in order, and the Glue job behind each stage.
-PIPELINE = [RAW, RAW_UNZIPPED, PROCESSED, TRADES_TABLE]
+PIPELINE = [RAW, RAW_UNZIPPED, PROCESSED, TRADES_TABLE_ASSET]
 GLUE_JOBS = {RAW: "market-etl-download", RAW_UNZIPPED: "market-etl-unzip", PROCESSED: "market-etl-etl"}
 # Download and unzip run as Glue Python shell jobs: Python 3.9 only.
 PYTHON_SHELL_MODULES = ["market_etl/stages/download.py", "market_etl/stages/unzip.py", "market_etl/stages/_stage.py"]
@@ -170,7 +170,7 @@ def test_one_partition_through_glue_and_moto(aws, glue, moto_endpoint, s3_bucket
     assert rows == processed["rows_written"] == processed["rows_in"] == generated.rows
 
     # The publish: one Iceberg commit in moto's Glue adding exactly the staged files of the ETL's run.
-    published = _metadata(result, TRADES_TABLE)
+    published = _metadata(result, TRADES_TABLE_ASSET)
     assert published["files_added"] == len(parts) and published["rows_added"] == generated.rows
     assert published["run_id"] == processed["run_id"] and published["snapshot_id"]
     table_entry = glue.get_table(DatabaseName=DATABASE, Name=TRADES.name)["Table"]
@@ -276,7 +276,9 @@ def _market_etl_closure(script: Path) -> set[Path]:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+            # `from market_etl.core import defaults` imports the module market_etl.core.defaults too.
+            names = ([node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) and node.module else
                      [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             for name in names:
                 if name.split(".")[0] == "market_etl":

@@ -9,11 +9,12 @@ import pytest
 
 from market_etl.core.keys import TradePartition
 from market_etl.definitions import build_definitions
+from market_etl.defs.keys import RAW_TRADES_ZIP
 from market_etl_devtools.mirror.generate import generate_mirror
 from market_etl_devtools.mirror.server import MirrorServer
 from market_etl.settings import Settings
 
-RAW = dg.AssetKey(["raw", "trades_zip"])
+RAW = RAW_TRADES_ZIP
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MONTHS = ("2025-07", "2025-08")
 

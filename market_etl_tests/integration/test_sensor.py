@@ -9,7 +9,7 @@ import pytest
 from market_etl.core.keys import TradePartition
 from market_etl.core.listing import ListingError, list_published_months
 from market_etl.definitions import build_definitions
-from market_etl.defs.raw import RAW_TRADES_ZIP
+from market_etl.defs.keys import PROCESSED_TRADES, RAW_TRADES_ZIP
 from market_etl.defs.sensors import NEW_MONTHS_SENSOR_NAME
 from market_etl_devtools.mirror.generate import Defects, generate_mirror, generate_month
 from market_etl_devtools.mirror.server import MirrorServer
@@ -196,7 +196,6 @@ class Daemon:
         raise AssertionError(f"automation still requesting after {max_ticks} ticks: {requested}")
 
 
-PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
 BLOCKING_PRICE_CHECK = "positive_prices"
 
 

@@ -25,19 +25,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from market_etl.core.binance import csv_member_name
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import TradePartition, UpstreamMissing, Zone, lake_key
 from market_etl.core.unzip import (
     ArchiveError,
     ArchiveTooLarge,
     CorruptArchive,
     UnsafeArchive,
     UnzipLimits,
-    UpstreamMissing,
     locate_member,
     stream_member,
     unzip_partition,
 )
 from market_etl.definitions import build_definitions
+from market_etl.defs.keys import RAW_UNZIPPED_TRADES_CSV
 from market_etl.lake import Lake, LocalLake, S3Lake
 from market_etl_devtools.mirror.generate import GeneratedFile, generate_month
 from market_etl.settings import Settings
@@ -47,7 +47,7 @@ NAME = csv_member_name(PARTITION)
 RAW = lake_key(Zone.RAW, PARTITION)
 OUT = lake_key(Zone.RAW_UNZIPPED, PARTITION)
 MiB = 1024**2
-UNZIPPED = dg.AssetKey(["raw_unzipped", "trades_csv"])
+UNZIPPED = RAW_UNZIPPED_TRADES_CSV
 
 
 # ----------------------------------------------------------------------------- helpers

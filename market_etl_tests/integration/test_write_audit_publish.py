@@ -232,7 +232,8 @@ def test_one_dagster_run_stages_audits_and_publishes_then_a_bad_republish_stops_
     """processed/trades -> market_data/trades_binance in real Dagster runs (the stage as a subprocess)."""
     import dagster as dg
 
-    from market_etl.defs.analytics import TRADES_TABLE, build_analytics_assets
+    from market_etl.defs.analytics import build_analytics_assets
+    from market_etl.defs.keys import TRADES_TABLE_ASSET as TRADES_TABLE
     from market_etl.defs.partitions import trade_partitions
     from market_etl.defs.processed import PROCESSED_TRADES, build_processed_assets
     from market_etl.resources import IcebergCatalogResource, LakeResource

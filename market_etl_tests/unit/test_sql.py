@@ -283,12 +283,14 @@ def lake_env(lake, monkeypatch):
     return lake
 
 
-def test_cli_prints_a_table_with_its_cost(lake_env, capsys):
+def test_cli_prints_a_table_and_its_cost_on_stderr(lake_env, capsys):
     assert cli_main(["query", "order_flow_by_symbol"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert out[0].split() == ["symbol", "buy_volume", "sell_volume", "buy_trades", "sell_trades", "imbalance"]
-    assert [line.split()[0] for line in out[2:4]] == ["BTCUSDT", "ETHUSDT"]
-    assert out[-1].startswith("(2 rows in ") and f"of {8 * FILES_PER_DAY} files" in out[-1]
+    assert [line.split()[0] for line in out[2:]] == ["BTCUSDT", "ETHUSDT"]
+    (cost,) = captured.err.splitlines()
+    assert cost.startswith("(2 rows in ") and f"of {8 * FILES_PER_DAY} files" in cost
 
 
 def test_cli_csv_and_json_are_machine_readable(lake_env, capsys):
@@ -313,22 +315,23 @@ def test_cli_ad_hoc_sql_binds_parameters(lake_env, capsys):
     assert json.loads(capsys.readouterr().out) == [{"n": len(_rows(rows, "ETHUSDT", 2025, 7))}]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["query", "vwap_1m", "--symbol", "BTCUSDT' OR '1'='1", "--date", DATE], "invalid symbol"),
-    (["query", "vwap_1m", "--symbol", SYMBOL], "needs day, month, year"),
-    (["query", "--sql", "DROP VIEW market_data.trades_binance"], "read-only"),
-    (["query", "--sql", "SELEC 1"], "does not parse"),
-    (["query"], "give a query NAME or --sql"),
+@pytest.mark.parametrize("argv, code, message", [
+    (["query", "vwap_1m", "--symbol", "BTCUSDT' OR '1'='1", "--date", DATE], 2, "invalid symbol"),
+    (["query", "vwap_1m", "--symbol", SYMBOL], 2, "needs day, month, year"),
+    (["query", "--sql", "DROP VIEW market_data.trades_binance"], 3, "only read statements"),
+    (["query", "--sql", "SELEC 1"], 3, "does not parse"),
+    (["query", "--sql", "SELECT nope FROM market_data.trades_binance"], 3, "Binder Error"),
+    (["query"], 2, "give a query NAME or --sql"),
 ])
-def test_cli_errors_are_one_clear_line(lake_env, capsys, argv, message):
-    assert cli_main(argv) == 2
+def test_cli_errors_are_one_clear_line(lake_env, capsys, argv, code, message):
+    assert cli_main(argv) == code
     captured = capsys.readouterr()
     assert captured.out == "" and message in captured.err
 
 
 def test_cli_without_a_catalog_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MARKET_ETL_LAKE", str(tmp_path / "empty"))
-    assert cli_main(["query", "trades_by_symbol"]) == 2
+    assert cli_main(["query", "trades_by_symbol"]) == 4
     assert "materialise market_data/trades_binance first" in capsys.readouterr().err
 
 

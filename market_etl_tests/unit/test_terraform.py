@@ -1,4 +1,4 @@
-"""Consistency and least-privilege checks of terraform/ (RELIABILITY.md 26-28).
+"""Consistency and least-privilege checks of terraform/ (docs/reliability.md 26-28).
 
 No terraform binary can be installed here, so the HCL is parsed with
 python-hcl2 and checked against what the code expects (job names, script

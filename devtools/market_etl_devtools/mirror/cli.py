@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+from market_etl.cli import DEVTOOLS_COMMANDS
 from market_etl_devtools.mirror.generate import DEFAULT_COMPRESSLEVEL, generate_month, months_range
 from market_etl_devtools.mirror.server import MirrorServer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `mirror` command and its `generate` and `serve` subcommands."""
-    mirror = subparsers.add_parser("mirror", help="generate or serve a local Binance-format archive mirror")
+    mirror = subparsers.add_parser("mirror", help=DEVTOOLS_COMMANDS["mirror"])
     commands = mirror.add_subparsers(dest="mirror_command", required=True)
 
     generate = commands.add_parser("generate", help="write deterministic monthly spot trade zips + CHECKSUMs")

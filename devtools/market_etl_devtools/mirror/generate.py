@@ -1,7 +1,7 @@
 """Deterministic generator of Binance-format spot trade archives.
 
 Writes `data/spot/monthly/trades/{S}/{S}-trades-{YYYY}-{MM}.zip` plus its
-`.CHECKSUM` exactly like data.binance.vision does (see shared/BINANCE.md), so
+`.CHECKSUM` exactly like data.binance.vision does (see docs/binance-files.md), so
 the pipeline can be exercised offline against files that are byte-for-byte
 realistic, and against each known upstream quirk (`Defects`) at counts the
 tests can assert on.

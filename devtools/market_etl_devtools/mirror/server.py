@@ -2,7 +2,7 @@
 
 Serves a directory written by `generate` over real HTTP so the downloader is
 tested against a real socket: Content-Length, Last-Modified, 404 for months
-not yet published, S3-style bucket listing. Faults from shared/RELIABILITY.md
+not yet published, S3-style bucket listing. Faults from docs/reliability.md
 (503 bursts, truncated bodies, stalls, bad or missing checksums) are switched
 on per file, either in-process (`set_fault`) or over HTTP on the control
 endpoint `/__mirror/faults`, so a server in another process can be steered.
