@@ -45,11 +45,13 @@ screenshots: setup
 	MARKET_ETL_SCREENSHOTS=$(CURDIR)/docs/images $(BIN)/python -m pytest -p no:cacheprovider market_etl_tests/e2e/test_e2e_browser.py
 
 # The whole pipeline on a generated 30M-trade month, stage by stage, written to benchmarks/results.md, then the
-# query command's and the read API's times on a demo-sized lake as a section of the same file.
+# query command's and the read API's times on a demo-sized lake as a section of the same file; then query
+# planning and commit time on a trades table growing to 1,000 symbol-months (benchmarks/catalog.md).
 # Other sizes or places: make bench BENCH_ARGS="--rows 3000000 --output /tmp/results.md"
 bench: setup
 	$(BIN)/market-etl bench pipeline $(BENCH_ARGS)
 	$(BIN)/market-etl bench query
+	$(BIN)/market-etl bench catalog
 
 # Every Glue artifact into dist/glue/ (stage scripts, the Python shell 3.9 bundle, the runtime wheel for the
 # Spark job); checks the Python shell wheels exist for CPython 3.9 and the bundle's 3.9 compatibility (vermin).

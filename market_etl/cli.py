@@ -1,4 +1,4 @@
-"""`market-etl`: the project's command line (query, init-home; mirror, bench and demo from the tooling package)."""
+"""`market-etl`: the project's command line (query, table, init-home; mirror, bench and demo from the tooling package)."""
 from __future__ import annotations
 
 import argparse
@@ -38,13 +38,14 @@ def _command_of(argv: list[str]) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; the tooling's subcommands (and their imports) are loaded only when one of them is run,
     so `market-etl query` and `market-etl --help` import neither Dagster nor Spark."""
-    from market_etl import query_cli
+    from market_etl import query_cli, table_cli
 
     parser = argparse.ArgumentParser(prog="market-etl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show the INFO logs of the libraries underneath (Dagster, botocore, ...)")
     sub = parser.add_subparsers(dest="command", required=True)
     query_cli.register(sub)
+    table_cli.register(sub)
 
     home = sub.add_parser("init-home", help="create $DAGSTER_HOME from the shipped dagster.yaml and set pool limits")
     home.add_argument("--production", action="store_true",

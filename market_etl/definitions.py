@@ -7,6 +7,7 @@ import dagster as dg
 
 from market_etl.defs.alerts import build_alert_sensor
 from market_etl.defs.analytics import build_analytics_assets
+from market_etl.defs.maintenance import build_maintenance
 from market_etl.defs.raw import build_lake_assets
 from market_etl.defs.partitions import stage_retry_policy, trade_partitions
 from market_etl.defs.processed import build_processed_assets
@@ -18,6 +19,8 @@ from market_etl.settings import Settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = trade_partitions(settings)
     retries = stage_retry_policy(settings)
+    maintenance_job, maintenance_schedule = build_maintenance(settings.snapshot_retention_days,
+                                                              settings.orphan_grace_days)
     return dg.Definitions(
         assets=[
             *build_lake_assets(partitions, retries),
@@ -26,6 +29,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         resources=build_resources(settings),
         sensors=[*build_sensors(settings, partitions), build_alert_sensor()],
+        jobs=[maintenance_job],
+        schedules=[maintenance_schedule],
         # A run is one partition's chain: its steps are sequential anyway, and the heavy work already runs in
         # stage subprocesses (or Glue). A process per step only added ~20 s of Python start-up to each of the
         # ~10 steps of every run; pools still apply per step.

@@ -4,8 +4,10 @@
     market-etl query trades_by_symbol
     market-etl query vwap_1m --symbol BTCUSDT --date 2025-07-15 --format csv
     market-etl query --sql "SELECT count(*) FROM market_data.trades_binance WHERE symbol = :symbol" --symbol ETHUSDT
+    market-etl query trades_by_symbol --as-of 5525521406593445004
 
-Locally the SQL runs on DuckDB over the lake's catalog (read-only), on AWS on Athena. Ad-hoc SQL must be
+Locally the SQL runs on DuckDB over views of the Iceberg tables' current snapshots (read-only), on AWS
+on Athena, which reads the Iceberg tables natively; --as-of SNAPSHOT|TIME reads the past. Ad-hoc SQL must be
 one read statement (SELECT, WITH, VALUES, DESCRIBE, EXPLAIN): anything else is refused before any engine sees it.
 Results go to stdout in the --format asked (or, with --output FILE, to FILE: .csv, .json or .parquet);
 the cost line (time, files and bytes scanned) goes to stderr.
@@ -24,7 +26,7 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Any, TextIO
 
-from market_etl.core.catalog import CatalogError
+from market_etl.lake.iceberg import CatalogError
 from market_etl.core.keys import InvalidPartitionKey
 from market_etl.core.sql import (
     QueryEngineFailed,
@@ -149,7 +151,7 @@ def run_query_command(args: argparse.Namespace) -> int:
             settings = Settings.from_env()
         except ValueError as error:
             raise QueryError(f"configuration: {error}") from error
-        engine = build_query_engine(settings)
+        engine = build_query_engine(settings, as_of=args.as_of)
         if args.output:
             exported = engine.export(query, args.output)
             err.write(f"({exported.rows} rows written to {exported.path} as {exported.format}, "
@@ -176,6 +178,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--symbol", help="binds :symbol, e.g. BTCUSDT")
     parser.add_argument("--date", help="YYYY-MM-DD: binds :year, :month and :day")
     parser.add_argument("--month", help="YYYY-MM: binds :year and :month")
+    parser.add_argument("--as-of", metavar="SNAPSHOT|TIME",
+                        help="read market_data.trades_binance as it was: a snapshot id (market-etl table history) "
+                             "or an ISO time, e.g. 2025-08-01T12:00:00Z")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--max-rows", type=int, default=None, help="table format: show at most N rows")
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,

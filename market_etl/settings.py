@@ -48,6 +48,7 @@ class Settings:
     retry_backoff_seconds: float = defaults.RETRY_BACKOFF_SECONDS
     http_attempt_deadline_seconds: float = defaults.HTTP_ATTEMPT_DEADLINE_SECONDS
     s3_endpoint_url: str | None = None
+    glue_endpoint_url: str | None = None
     aws_region: str | None = None
     listing_url: str = defaults.BINANCE_LISTING_URL
     sensor_interval_seconds: int = defaults.SENSOR_INTERVAL_SECONDS
@@ -61,6 +62,8 @@ class Settings:
     athena_workgroup: str = defaults.ATHENA_WORKGROUP
     stage_retries: int = defaults.STAGE_RETRIES
     stage_retry_delay_seconds: float = defaults.STAGE_RETRY_DELAY_SECONDS
+    snapshot_retention_days: float = defaults.SNAPSHOT_RETENTION_DAYS
+    orphan_grace_days: float = defaults.ORPHAN_GRACE_DAYS
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -96,6 +99,8 @@ class Settings:
             http_attempt_deadline_seconds=_read(env, "MARKET_ETL_HTTP_ATTEMPT_DEADLINE",
                                                 defaults.HTTP_ATTEMPT_DEADLINE_SECONDS, float),
             s3_endpoint_url=env.get("MARKET_ETL_S3_ENDPOINT_URL") or None,
+            # The Glue Data Catalog API (the Iceberg catalog on aws); unset: AWS's own endpoint.
+            glue_endpoint_url=env.get("MARKET_ETL_GLUE_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             listing_url=_read(env, "BINANCE_LISTING_URL", defaults.BINANCE_LISTING_URL, str).rstrip("/"),
             sensor_interval_seconds=_read(env, "MARKET_ETL_SENSOR_INTERVAL", defaults.SENSOR_INTERVAL_SECONDS, int),
@@ -117,4 +122,7 @@ class Settings:
             stage_retries=_read(env, "MARKET_ETL_STAGE_RETRIES", defaults.STAGE_RETRIES, int),
             stage_retry_delay_seconds=_read(env, "MARKET_ETL_STAGE_RETRY_DELAY", defaults.STAGE_RETRY_DELAY_SECONDS,
                                             float),
+            snapshot_retention_days=_read(env, "MARKET_ETL_SNAPSHOT_RETENTION_DAYS", defaults.SNAPSHOT_RETENTION_DAYS,
+                                          float),
+            orphan_grace_days=_read(env, "MARKET_ETL_ORPHAN_GRACE_DAYS", defaults.ORPHAN_GRACE_DAYS, float),
         )

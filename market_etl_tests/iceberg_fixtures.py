@@ -11,7 +11,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from market_etl.core.catalog import TRADES_COLUMNS
+from market_etl.core.tables import TRADES_COLUMNS
 from market_etl.core.keys import TradePartition
 from market_etl_tests.lake_fixtures import SourceTrade
 

@@ -1,10 +1,12 @@
 """A processed lake for the catalog, SQL and analytics tests, until the Spark ETL writes the real one.
 
-Source rows are generated here (deterministic per seed) and written as the ETL writes them: Hive
-directories `processed/trades/year=Y/month=M/day=D/symbol=S/part-*.snappy.parquet` (keys from
-`lake_key`), columns `trade_id bigint, price decimal(18,8), quantity decimal(28,8), quote_qty
-decimal(28,8), trade_time` as UTC-adjusted TIMESTAMP_MICROS (what Spark's TimestampType becomes),
-`is_buyer_maker, is_best_match boolean`. Tests compute their expected values from the same Python
+Source rows are generated here (deterministic per seed) and written as the ETL writes them: run-unique
+keys `processed/trades/year=Y/month=M/day=D/symbol=S/<run>-part-N.snappy.parquet`
+(`keys.staged_trades_file_key`), columns `trade_id bigint, price decimal(18,8), quantity decimal(28,8),
+quote_qty decimal(28,8), trade_time` as UTC-adjusted TIMESTAMP_MICROS (what Spark's TimestampType
+becomes), `is_buyer_maker, is_best_match boolean`, then the partition columns year, month, day (int)
+and symbol. `publish_partition` commits the latest written version to the Iceberg table, as
+market_data/trades_binance does. Tests compute their expected values from the same Python
 rows, independently of any SQL engine. To switch to the real ETL, replace `write_processed_partition`
 with a run of processed/trades over `market_etl_devtools.mirror.generate.generate_month` output.
 """
@@ -22,7 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id, staged_trades_file_key
 
 EIGHT_PLACES = Decimal("0.00000001")
 BASE_PRICES = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000")}
@@ -78,19 +80,39 @@ def _write_days(con, lake_root: Path, partition: TradePartition, files_per_day: 
     written = []
     days = [d for (d,) in con.execute(
         "SELECT DISTINCT day(timezone('UTC', trade_time)) FROM trades ORDER BY 1").fetchall()]
+    run = new_run_id()
     for day in days:
-        directory = lake_root / lake_key(Zone.PROCESSED, partition, day=day)
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
         for part in range(files_per_day):
-            path = directory / f"part-{part:05d}-{uuid.uuid4()}.c000.snappy.parquet"
+            path = lake_root / staged_trades_file_key(partition, day, run, part)
+            path.parent.mkdir(parents=True, exist_ok=True)
             con.execute(
-                f"COPY (SELECT * FROM trades WHERE day(timezone('UTC', trade_time)) = {day} "
+                f"COPY (SELECT *, {partition.year}::INTEGER AS year, {partition.month_number}::INTEGER AS month, "
+                f"{day}::INTEGER AS day, '{partition.symbol}' AS symbol FROM trades "
+                f"WHERE day(timezone('UTC', trade_time)) = {day} "
                 f"AND trade_id % {files_per_day} = {part} ORDER BY trade_id) "
                 f"TO '{path}' (FORMAT parquet, COMPRESSION snappy)"
             )
             written.append(path)
     return written
+
+
+def publish_partition(lake_root: Path, partition: TradePartition) -> dict:
+    """Commit the partition's most recently written files to trades_binance (replacing the symbol-month),
+    then refresh the DuckDB views: what the publish asset does. Returns the commit's metadata."""
+    from market_etl.core.tables import TRADES
+    from market_etl.lake import LocalLake
+    from market_etl.lake.iceberg import open_catalog, replace_partition
+    from market_etl.resources.sql import DuckDBSqlEngine
+
+    lake = LocalLake(lake_root)
+    keys = [o.key for o in lake.list(lake_key(Zone.PROCESSED, partition) + "/")
+            if f"/symbol={partition.symbol}/" in o.key and o.key.endswith(".parquet")]
+    run = max(k.rsplit("/", 1)[1].split("-part-")[0] for k in keys)
+    catalog = open_catalog(lake)
+    commit = replace_partition(catalog, lake, TRADES, partition, [k for k in keys if f"/{run}-part-" in k], {},
+                               run_id=run)
+    DuckDBSqlEngine(lake_url=str(lake_root)).refresh_views(catalog)
+    return commit.metadata()
 
 
 def write_processed_partition(lake_root: Path, partition: TradePartition, trades: Sequence[SourceTrade],

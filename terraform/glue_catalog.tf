@@ -111,7 +111,7 @@ resource "aws_glue_catalog_table" "trades_binance" {
 #
 # Columns and types are the queries' result types in Athena (SUM of a
 # decimal(p,8) is decimal(38,8), COUNT is bigint); they equal OHLCV_1M_COLUMNS
-# and DAILY_TRADE_STATS_COLUMNS in market_etl/core/catalog.py (tests compare).
+# and DAILY_TRADE_STATS_COLUMNS in market_etl/core/tables.py (tests compare).
 resource "aws_glue_catalog_table" "ohlcv_1m" {
   name          = "ohlcv_1m"
   database_name = aws_glue_catalog_database.market_data.name

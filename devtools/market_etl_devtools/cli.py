@@ -19,7 +19,7 @@ def _dev(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from market_etl_devtools import bench_etl, bench_pipeline, bench_query, bench_unzip
+    from market_etl_devtools import bench_catalog, bench_etl, bench_pipeline, bench_query, bench_unzip
     from market_etl_devtools.mirror import cli as mirror_cli
 
     mirror_cli.register(sub)
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_pipeline.register(benchmarks)
     bench_unzip.register(benchmarks)
     bench_etl.register(benchmarks)
+    bench_catalog.register(benchmarks)
     bench_query.register(benchmarks)
     bench.set_defaults(func=lambda args: _bench_default(benchmarks))
 

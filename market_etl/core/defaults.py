@@ -39,3 +39,7 @@ ATHENA_WORKGROUP = "market-etl"
 #: Step retries of the stage assets, and the first retry delay in seconds (exponential, with jitter).
 STAGE_RETRIES = 2
 STAGE_RETRY_DELAY_SECONDS = 60.0
+#: Table maintenance: snapshots older than this are expired (time travel and rollback reach back this far) ...
+SNAPSHOT_RETENTION_DAYS = 7.0
+#: ... and data files no snapshot references are deleted once older than this.
+ORPHAN_GRACE_DAYS = 3.0

@@ -115,7 +115,7 @@ class Zone(str, Enum):
     REJECTED = "rejected"
     ANALYTICS = "analytics"
     CATALOG = "catalog"
-    TEMP = "temp"  # staged writes, swapped into place when complete; expires by lifecycle rule
+    TEMP = "temp"  # an engine's scratch output before it moves files to their staged keys; expires by lifecycle rule
 
 
 def archive_stem(partition: TradePartition) -> str:
@@ -148,6 +148,15 @@ def staged_manifest_key(partition: TradePartition, run: str) -> str:
     """What a run wrote and what its audit found (files, counts, source digest, check outcomes):
     processed/_staged/trades/symbol=S/month=YYYY-MM/<run>.json. The publish step commits from it."""
     return f"processed/_staged/trades/symbol={partition.symbol}/month={partition.month}/{_validated_run(run)}.json"
+
+
+def staged_scratch_prefix(partition: TradePartition, run: str) -> str:
+    """Where a run's engine may write before moving files to their staged keys: temp/trades/symbol=S/month=M/<run>.
+
+    Unique to the run (concurrent runs never clear each other's), outside every table's directory, and
+    in the temp zone that a lifecycle rule expires (a killed run's leftovers go by themselves).
+    """
+    return f"{lake_key(Zone.TEMP, partition)}/{_validated_run(run)}"
 
 
 def _validated_run(run: str) -> str:

@@ -18,7 +18,7 @@ from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
+from market_etl.core.tables import TRADES_COLUMNS, TRADES_PARTITION_KEYS
 from market_etl.core.keys import TradePartition
 from market_etl.core.rules import (  # noqa: F401  (re-exported: the Spark engine's callers import them here)
     FALSE_TEXTS,
@@ -77,6 +77,12 @@ REJECTED_SCHEMA = T.StructType([
     T.StructField("line", T.StringType()),
     T.StructField("reason", T.StringType()),
     T.StructField("rule", T.StringType()),
+])
+#: The quarantine table's files (core.tables.TRADES_REJECTED): the rejected rows plus symbol, month and run.
+QUARANTINE_SCHEMA = T.StructType(REJECTED_SCHEMA.fields + [
+    T.StructField("symbol", T.StringType()),
+    T.StructField("month", T.StringType()),
+    T.StructField("run", T.StringType()),
 ])
 
 # ---------------------------------------------------------------- parsing
@@ -191,6 +197,12 @@ def rejected_rows(checked: DataFrame, rules: Sequence[Rule] = RULES) -> DataFram
     """The quarantine: every row that broke a rule, with the original line (REJECTED_SCHEMA)."""
     reason = F.create_map(*[F.lit(x) for rule in rules for x in (rule.name, rule.reason)])
     return checked.where(F.col("rule").isNotNull()).select("line", reason[F.col("rule")].alias("reason"), "rule")
+
+
+def quarantine_rows(checked: DataFrame, partition: TradePartition, run: str) -> DataFrame:
+    """The rejected rows as the quarantine table stores them (QUARANTINE_SCHEMA): which partition, which run."""
+    return rejected_rows(checked).select("line", "reason", "rule", F.lit(partition.symbol).alias("symbol"),
+                                         F.lit(partition.month).alias("month"), F.lit(run).alias("run"))
 
 
 def sorted_within_days(trades: DataFrame) -> DataFrame:

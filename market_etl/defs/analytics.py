@@ -1,19 +1,23 @@
-"""The catalog table and the analytics computed from it, all symbol x month like the lake.
+"""The published table and the analytics computed from it, all symbol x month like the lake.
 
-The catalog asset is partitioned too: materialising a partition registers exactly that symbol-month,
-which is what makes "only checked partitions are queryable" hold. It runs after processed/trades and
-its blocking checks in the same run (a failed blocking check skips it), and across runs its automation
-condition (DOWNSTREAM_AUTOMATION) waits for those checks to pass.
+market_data/trades_binance is the publish step of write-audit-publish: materialising a partition
+commits the staged version processed/trades wrote for it to the Iceberg table, in one transaction that
+replaces exactly that symbol-month. It runs after processed/trades and its blocking checks in the same
+run (a failed blocking check skips it), across runs its automation condition (DOWNSTREAM_AUTOMATION)
+waits for those checks to pass, and by hand it refuses a version whose blocking checks failed.
 """
 
 import dagster as dg
 
-from market_etl.core.catalog import TRADES, analytics_table
+from market_etl.core.keys import TradePartition
+from market_etl.core.tables import ANALYTICS_TABLES, TRADES
 from market_etl.core.sql import check_outcome
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of
 from market_etl.defs.table_metadata import table_metadata
+from market_etl.lake.iceberg import PublishRefused
+from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import SqlEngine
 
 # (asset, check name, check query in sql/athena_analytics.sql, description)
@@ -35,9 +39,11 @@ def _analytics_asset(key: dg.AssetKey, partitions_def: dg.PartitionsDefinition,
 
     @dg.asset(key=key, deps=[TRADES_TABLE_ASSET], partitions_def=partitions_def, group_name="analytics",
               kinds={"duckdb", "parquet"}, automation_condition=DOWNSTREAM_AUTOMATION, description=description,
-              metadata=table_metadata(analytics_table(dataset)))
-    def analytics(context: dg.AssetExecutionContext, sql: SqlEngine) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata=sql.write_analytics(dataset, partition_of(context)).metadata())
+              metadata=table_metadata(ANALYTICS_TABLES[dataset]))
+    def analytics(context: dg.AssetExecutionContext, sql: SqlEngine,
+                  catalog: IcebergCatalogResource) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=sql.write_analytics(dataset, partition_of(context),
+                                                                 catalog.catalog()).metadata())
 
     return analytics
 
@@ -53,24 +59,53 @@ def _sql_check(asset: dg.AssetKey, name: str, query_name: str, description: str,
     return check
 
 
+def staged_manifest_of(context: dg.AssetExecutionContext, partition: TradePartition) -> str:
+    """The manifest to publish: the one processed/trades wrote in this run, else its latest materialisation's."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=PROCESSED_TRADES, asset_partitions=[context.partition_key]), limit=100,
+    ).records
+    if not records:
+        raise dg.Failure(f"nothing staged for {partition}: materialise processed/trades for it first",
+                         allow_retries=False)
+    record = next((r for r in records if r.run_id == context.run_id), records[0])
+    entry = record.asset_materialization.metadata.get("manifest_key") if record.asset_materialization else None
+    if entry is None:
+        raise dg.Failure(f"the latest processed/trades materialisation of {partition} (run {record.run_id}) names "
+                         "no staged manifest: materialise processed/trades again", allow_retries=False)
+    return entry.value
+
+
 def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
     @dg.asset(
         key=TRADES_TABLE_ASSET,
         deps=[PROCESSED_TRADES],
         partitions_def=partitions_def,
         group_name="catalog",
-        kinds={"duckdb", "glue"},
+        kinds={"iceberg", "duckdb", "glue"},
         metadata=table_metadata(TRADES),
         automation_condition=DOWNSTREAM_AUTOMATION,
         description=(
-            "The processed trades as the SQL table `market_data.trades_binance` (year/month/day/symbol "
-            "partitions). Materialising a partition registers that symbol-month's files: a DuckDB view in "
-            "the lake's catalog file locally, Glue partitions on AWS. Only partitions whose blocking checks "
-            "passed are registered, so a failed check leaves what queries see unchanged."
+            "The Apache Iceberg table `market_data.trades_binance` (identity partitions year/month/day/symbol). "
+            "Materialising a partition publishes the staged version processed/trades wrote for it (its manifest, "
+            "named in the upstream materialisation): one Iceberg commit deletes the symbol-month's files and "
+            "adds the new ones, metadata only. Refused when a blocking check of that version failed, or when a "
+            "newer run's version is already published; commit conflicts are retried. The snapshot's summary "
+            "records the Dagster run, the run id, the partition and the source archive's sha256."
         ),
     )
-    def trades_binance(context: dg.AssetExecutionContext, sql: SqlEngine) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata=sql.register_trades_partition(partition_of(context)))
+    def trades_binance(context: dg.AssetExecutionContext, sql: SqlEngine,
+                       catalog: IcebergCatalogResource) -> dg.MaterializeResult:
+        partition = partition_of(context)
+        manifest_key = staged_manifest_of(context, partition)
+        try:
+            commit = catalog.publish(manifest_key, context.run_id)
+        except PublishRefused as refused:
+            raise dg.Failure(description=str(refused), allow_retries=False) from refused
+        views = sql.refresh_views(catalog.catalog())
+        return dg.MaterializeResult(metadata={
+            **commit.metadata(), "snapshot_id": str(commit.snapshot_id), "manifest_key": manifest_key,
+            "run_id": commit.properties.get("market-etl.run-id"),
+            "source_sha256": commit.properties.get("market-etl.source-sha256"), **views})
 
     ohlcv_1m = _analytics_asset(OHLCV_1M, partitions_def, (
         "1-minute bars per symbol-month: open/high/low/close, volume, quote volume, VWAP, trade count and "

@@ -11,8 +11,8 @@ RAW_TRADES_ZIP = dg.AssetKey(["raw", "trades_zip"])
 RAW_UNZIPPED_TRADES_CSV = dg.AssetKey(["raw_unzipped", "trades_csv"])
 #: processed/: validated Parquet written by the ETL stage.
 PROCESSED_TRADES = dg.AssetKey(["processed", "trades"])
-#: The catalog table queries read (`market_data.trades_binance`). Its table name is
-#: `market_etl.core.catalog.TRADES_TABLE`; this is the asset that registers its partitions.
+#: The published Iceberg table queries read (`market_data.trades_binance`, declared in
+#: `market_etl.core.tables`); this asset publishes staged versions into it.
 TRADES_TABLE_ASSET = dg.AssetKey(["market_data", "trades_binance"])
 #: analytics/: computed from the catalog table.
 OHLCV_1M = dg.AssetKey(["analytics", "ohlcv_1m"])

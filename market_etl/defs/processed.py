@@ -1,18 +1,19 @@
-"""processed/trades: the Spark ETL stage as an asset, with the checks the stage reports through Pipes."""
+"""processed/trades: the Spark ETL stage as an asset (write + audit), with the checks the stage reports through Pipes."""
 
 import os
 
 import dagster as dg
 
-from market_etl.core.catalog import TRADES
+from market_etl.core.tables import TRADES
 from market_etl.core.checks import CHECKS
-from market_etl.core.keys import Zone, lake_key
+from market_etl.core.keys import Zone, lake_key, new_run_id, staged_manifest_key
 from market_etl.core.versions import TRANSFORM_VERSION
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import PROCESSED_TRADES, RAW_UNZIPPED_TRADES_CSV, SPARK_POOL
 from market_etl.defs.partitions import partition_of
 from market_etl.defs.table_metadata import table_metadata
-from market_etl.resources import LakeResource
+from market_etl.resources import IcebergCatalogResource, LakeResource
+from market_etl.resources.sql import SqlEngine
 from market_etl.resources.stages import StageLauncher, partition_args
 
 
@@ -45,18 +46,34 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
             for check in CHECKS
         ],
         description=(
-            "Validated trades as Snappy Parquet, `processed/trades/year=/month=/day=/symbol=/`: trade_id bigint, "
+            "A staged version of the symbol-month (write-audit-publish: written and audited, not yet visible): "
+            "validated trades as Snappy Parquet under run-unique keys "
+            "`processed/trades/year=/month=/day=/symbol=/<run>-part-N.snappy.parquet`: trade_id bigint, "
             "price decimal(18,8), quantity and quote_qty decimal(28,8) (the source digits, exactly), trade_time "
             "timestamp (UTC, microseconds), is_buyer_maker, is_best_match; each day file sorted by trade time. "
             "Built by the Spark stage `market_etl.stages.etl` (local Spark or a Glue job) from raw_unzipped/trades_csv: "
             "header and ms/us time unit detected per file, rows breaking a rule quarantined with their reason "
             "under `rejected/trades/symbol=/month=/`, exact duplicates removed and counted, conflicting duplicates "
-            "fail the run. A re-run replaces exactly this symbol-month's days; a failed run leaves the previous "
-            "version in place."
+            "fail the run. The manifest `processed/_staged/trades/symbol=/month=/<run>.json` lists the files and "
+            "the checks' outcomes; market_data/trades_binance publishes it only if the blocking checks passed. "
+            "The rejected lines are committed to market_data.trades_rejected (column `run`) either way."
         ),
     )
-    def trades(context: dg.AssetExecutionContext, lake: LakeResource, stages: StageLauncher):
-        args = partition_args(partition_of(context)) + lake.stage_args() + ["--reject-tolerance", str(reject_tolerance)]
-        return stages.run(context, "etl", args).get_results()
+    def trades(context: dg.AssetExecutionContext, lake: LakeResource, stages: StageLauncher,
+               catalog: IcebergCatalogResource, sql: SqlEngine):
+        partition = partition_of(context)
+        run_id = new_run_id()
+        args = (partition_args(partition) + lake.stage_args() + ["--reject-tolerance", str(reject_tolerance),
+                                                                 "--run-id", run_id, "--dagster-run-id", context.run_id])
+        results = stages.run(context, "etl", args).get_results()
+        # A stage that found its input unchanged reports the manifest of the build it kept, not this run's.
+        reported = next((r.metadata.get("manifest_key") for r in results
+                         if isinstance(r, dg.MaterializeResult) and r.metadata), None)
+        manifest_key = getattr(reported, "value", reported) or staged_manifest_key(partition, run_id)
+        quarantine = catalog.record_quarantine(manifest_key, context.run_id)
+        if quarantine is not None:
+            sql.refresh_views(catalog.catalog())
+            context.add_asset_metadata({"quarantine_snapshot_id": str(quarantine.snapshot_id)})
+        return results
 
     return [trades]

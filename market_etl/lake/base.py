@@ -12,6 +12,7 @@ META_SUFFIX = ".meta.json"
 class ObjectInfo:
     key: str
     size: int
+    modified: float | None = None  # seconds since the epoch, where the listing says (maintenance's grace period)
 
 
 class LakeWriter(abc.ABC):
@@ -85,6 +86,10 @@ class Lake(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def move(self, source: str, target: str) -> None:
+        """Give an object a new key without its bytes passing through this process (rename; S3: server-side copy)."""
 
     @abc.abstractmethod
     def pending_writes(self, prefix: str = "") -> list[str]:

@@ -77,10 +77,16 @@ class LocalLake(Lake):
                 if name.startswith(TEMP_MARKER) or name.endswith(META_SUFFIX):
                     continue
                 full = Path(dirpath) / name
-                yield ObjectInfo(full.relative_to(self.root).as_posix(), full.stat().st_size)
+                stat = full.stat()
+                yield ObjectInfo(full.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def move(self, source: str, target: str) -> None:
+        destination = self.path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(source), destination)
 
     def pending_writes(self, prefix: str = "") -> list[str]:
         base = self.path(prefix)

@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -21,7 +22,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from market_etl.core.catalog import CATALOG_DB_KEY, DATABASE, CatalogError, sql_string
+from market_etl.core.tables import DATABASE
+from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, sql_string
+from market_etl.lake.iceberg import CatalogError
 from market_etl.core.sql import BoundQuery, QueryEngineFailed, QueryError, QueryResult, SqlRejected
 
 #: --output FILE: the format follows the extension.
@@ -101,6 +104,7 @@ class DuckDBQueryEngine:
     """The local runtime's reader: the lake's DuckDB catalog file, opened read-only."""
 
     database_path: Path
+    as_of: str | None = None  # a snapshot id or an ISO time: views over the tables as they were (Iceberg)
     name = "duckdb"
 
     @classmethod
@@ -111,9 +115,22 @@ class DuckDBQueryEngine:
         return cls(Path(lake_url) / CATALOG_DB_KEY)
 
     def connect(self):
-        """A read-only connection: queries never change the catalog, and never wait for a writer."""
+        """A read-only connection: queries never change the catalog, and never wait for a writer. With
+        `as_of`: an in-memory database with views over the snapshots `snapshots_as_of` picks."""
         import duckdb
 
+        if self.as_of is not None:
+            from market_etl.lake import LocalLake
+            from market_etl.lake.duckdb_catalog import create_views, snapshots_as_of, table_files
+            from market_etl.lake.iceberg import open_catalog
+
+            lake = LocalLake(self.database_path.parents[1])  # <lake>/catalog/market_etl.duckdb
+            catalog = open_catalog(lake)
+            con = duckdb.connect()
+            create_views(con, table_files(catalog, lake, snapshots_as_of(catalog, lake, self.as_of)))
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET late_materialization_max_rows = 0")
+            return con
         if not self.database_path.is_file():
             raise CatalogNotFound(
                 f"no catalog at {self.database_path}: materialise market_data/trades_binance first (e.g. `make demo`)")
@@ -241,6 +258,7 @@ class AthenaQueryEngine:
     database: str = DATABASE
     poll_interval_seconds: float = 1.0
     page_rows: int = 10_000
+    as_of: str | None = None  # a snapshot id or an ISO time: FOR VERSION AS OF / FOR TIMESTAMP AS OF
     name = "athena"
 
     @contextlib.contextmanager
@@ -262,8 +280,12 @@ class AthenaQueryEngine:
         finally:
             connection.close()
 
-    def query(self, query: BoundQuery) -> QueryResult:
+    def _sql(self, query: BoundQuery) -> tuple[str, list[str]]:
         sql, parameters = query.for_athena()
+        return (sql if self.as_of is None else time_travel_sql(sql, self.as_of)), parameters
+
+    def query(self, query: BoundQuery) -> QueryResult:
+        sql, parameters = self._sql(query)
         started = time.perf_counter()
         with self.executed(sql, parameters, query.label) as cursor:
             rows = [tuple(row) for row in cursor.fetchall()]
@@ -275,7 +297,7 @@ class AthenaQueryEngine:
     def export(self, query: BoundQuery, path: str | os.PathLike) -> ExportResult:
         """The result a page at a time (pyathena fetches pages of GetQueryResults) into `path`."""
         path, fmt = Path(path), export_format(path)
-        sql, parameters = query.for_athena()
+        sql, parameters = self._sql(query)
         started = time.perf_counter()
         with self.executed(sql, parameters, query.label) as cursor, _replaced_atomically(path) as temp:
             description = cursor.description or []
@@ -287,8 +309,25 @@ class AthenaQueryEngine:
                             engine=self.name, bytes=path.stat().st_size)
 
 
-def build_query_engine(settings) -> DuckDBQueryEngine | AthenaQueryEngine:
-    """The runtime's reader, from `market_etl.settings.Settings`."""
+TABLE_REFERENCE = re.compile(rf"\b{DATABASE}\.([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
+
+
+def time_travel_sql(sql: str, as_of: str) -> str:
+    """Athena SQL reading every market_data table as of a snapshot id or a time (Iceberg time travel)."""
+    if as_of.isdigit():
+        clause = f"FOR VERSION AS OF {int(as_of)}"
+    else:
+        try:
+            when = dt.datetime.fromisoformat(as_of)
+        except ValueError as err:
+            raise QueryError(f"--as-of {as_of!r}: expected a snapshot id or an ISO time") from err
+        when = (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        clause = f"FOR TIMESTAMP AS OF TIMESTAMP '{when:%Y-%m-%d %H:%M:%S.%f} UTC'"
+    return TABLE_REFERENCE.sub(lambda m: f"{m.group(0)} {clause}", sql)
+
+
+def build_query_engine(settings, as_of: str | None = None) -> DuckDBQueryEngine | AthenaQueryEngine:
+    """The runtime's reader, from `market_etl.settings.Settings`; `as_of` reads the tables' past."""
     if settings.runtime == "local":
-        return DuckDBQueryEngine.for_lake(settings.lake)
-    return AthenaQueryEngine(region=settings.aws_region)
+        return DuckDBQueryEngine(DuckDBQueryEngine.for_lake(settings.lake).database_path, as_of=as_of)
+    return AthenaQueryEngine(region=settings.aws_region, as_of=as_of)

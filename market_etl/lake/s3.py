@@ -266,10 +266,15 @@ class S3Lake(Lake):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith(META_SUFFIX):
                     continue
-                yield ObjectInfo(self._relative(obj["Key"]), obj["Size"])
+                yield ObjectInfo(self._relative(obj["Key"]), obj["Size"], obj["LastModified"].timestamp())
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def move(self, source: str, target: str) -> None:
+        # boto3's managed copy: CopyObject, or UploadPartCopy beyond its multipart threshold (all server-side).
+        self.client.copy({"Bucket": self.bucket, "Key": self.object_key(source)}, self.bucket, self.object_key(target))
+        self.delete(source)
 
     def pending_writes(self, prefix: str = "") -> list[str]:
         resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.object_key(prefix))

@@ -1,6 +1,7 @@
 """Resources for each runtime: the same keys, swappable implementations, chosen in one place."""
 
 from market_etl.resources.alerts import Alerter, LogAlerter, SnsAlerter
+from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.lake import BinanceSource, LakeResource
 from market_etl.resources.sql import build_sql_engine
 from market_etl.resources.stages import GlueStageLauncher, LocalStageLauncher, glue_job_names
@@ -19,8 +20,11 @@ def build_resources(settings: Settings) -> dict:
         attempt_deadline_seconds=settings.http_attempt_deadline_seconds,
     )
     stages = LocalStageLauncher() if settings.runtime == "local" else glue_stage_launcher(settings)
+    catalog = IcebergCatalogResource(lake_url=settings.lake, glue=settings.runtime == "aws",
+                                     region=settings.aws_region, glue_endpoint_url=settings.glue_endpoint_url,
+                                     s3_endpoint_url=settings.s3_endpoint_url)
     return {"lake": lake, "binance": binance, "stages": stages, "sql": build_sql_engine(settings),
-            "alerts": build_alerter(settings)}
+            "catalog": catalog, "alerts": build_alerter(settings)}
 
 
 def build_alerter(settings: Settings) -> Alerter:

@@ -4,42 +4,50 @@ Queries run through the Dagster-free readers of `market_etl.lake.query_engine` (
 uses); this module adds what the pipeline needs on top: registering partitions, writing analytics.
 
 - `query(BoundQuery)` runs Athena-dialect SQL and reports rows, seconds, files and bytes scanned.
-- `register_trades_partition(partition)` makes a checked symbol-month queryable as market_data.trades_binance.
-- `write_analytics(dataset, partition)` computes one analytics partition with SQL from the catalog and
-  stores it as Parquet in the analytics zone, registered as market_data.<dataset>.
+  `as_of` (a snapshot id or an ISO time) reads the tables as they were (DuckDB: views over that
+  snapshot's files; Athena: `FOR VERSION AS OF` / `FOR TIMESTAMP AS OF`).
+- `refresh_views()` after a commit: DuckDB rebuilds its views over the tables' current snapshots;
+  Athena reads the Iceberg tables natively and needs nothing.
+- `write_analytics(dataset, partition, catalog)` computes one analytics partition with SQL over the
+  tables, writes it under a run-unique key and commits it to the Iceberg table market_data.<dataset>
+  (replacing that symbol-month in one transaction).
 """
 
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from market_etl.core.catalog import (
-    CATALOG_DB_KEY,
-    DATABASE,
-    TRADES,
-    TRADES_TABLE,
-    CatalogError,
-    CatalogFile,
-    analytics_runs,
-    analytics_table,
-    register_glue_partitions,
-    register_partition_files,
-    registered_glue_locations,
-    require_processed_files,
-    sql_string,
-)
 from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id
 from market_etl.core.metadata import ROW_COUNT, athena_query_url
-from market_etl.core.sql import BoundQuery, QueryError, QueryResult, bind, get_query, partition_parameters
+from market_etl.core.sql import BoundQuery, QueryResult, bind, get_query, partition_parameters
+from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TableSpec
 from market_etl.lake import Lake, LocalLake, open_lake
+from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, refresh_views, sql_string
+from market_etl.lake.iceberg import CatalogError, replace_partition
 from market_etl.lake.query_engine import AthenaQueryEngine, DuckDBQueryEngine
 from market_etl.settings import Settings
 
-ANALYTICS_FILE = "part-00000.snappy.parquet"
+
+
+def analytics_table(dataset: str) -> TableSpec:
+    if dataset not in ANALYTICS_TABLES:
+        raise CatalogError(f"unknown analytics dataset {dataset!r}; known: {sorted(ANALYTICS_TABLES)}")
+    return ANALYTICS_TABLES[dataset]
+
+
+def analytics_file_key(dataset: str, partition: TradePartition, run: str) -> str:
+    """analytics/<dataset>/year=Y/month=M/symbol=S/<run>-part-00000.snappy.parquet: unique to the run."""
+    return f"{lake_key(Zone.ANALYTICS, partition, dataset=dataset)}/{run}-part-00000.snappy.parquet"
+
+
+def with_partition_columns(query: BoundQuery) -> BoundQuery:
+    """The analytics query plus its partition columns (year, month, symbol): the files carry them, so the
+    Iceberg catalog takes each file's partition from its statistics."""
+    sql = (f"SELECT q.*, CAST(:year AS INTEGER) AS year, CAST(:month AS INTEGER) AS month, "
+           f"CAST(:symbol AS VARCHAR) AS symbol FROM (\n{query.sql}\n) q")
+    return BoundQuery(sql=sql, values=query.values, name=query.name)
 
 
 @dataclass(frozen=True)
@@ -63,14 +71,14 @@ class SqlEngine(dg.ConfigurableResource):
 
     lake_url: str
 
-    def query(self, query: BoundQuery) -> QueryResult:
+    def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
         raise NotImplementedError
 
-    def register_trades_partition(self, partition: TradePartition) -> dict[str, object]:
-        """Register the partition's processed files; returns materialisation metadata."""
-        raise NotImplementedError
+    def refresh_views(self, catalog) -> dict[str, object]:
+        """Make readers see the tables' current snapshots (after a commit or a rollback)."""
+        return {}
 
-    def write_analytics(self, dataset: str, partition: TradePartition) -> AnalyticsOutput:
+    def write_analytics(self, dataset: str, partition: TradePartition, catalog) -> AnalyticsOutput:
         raise NotImplementedError
 
     def run_named(self, name: str, partition: TradePartition) -> QueryResult:
@@ -79,7 +87,7 @@ class SqlEngine(dg.ConfigurableResource):
 
 
 class DuckDBSqlEngine(SqlEngine):
-    """The local runtime: a DuckDB catalog file in the lake, Athena SQL translated by sqlglot."""
+    """The local runtime: DuckDB over views of the Iceberg tables' snapshots, Athena SQL translated by sqlglot."""
 
     def _lake(self) -> LocalLake:
         if self.lake_url.startswith("s3://"):
@@ -91,48 +99,42 @@ class DuckDBSqlEngine(SqlEngine):
     def database_path(self) -> Path:
         return self._lake().path(CATALOG_DB_KEY)
 
-    def _connect(self):
-        return DuckDBQueryEngine(self.database_path).connect()
+    def _connect(self, as_of: str | None = None):
+        return DuckDBQueryEngine(self.database_path, as_of=as_of).connect()
 
-    def query(self, query: BoundQuery) -> QueryResult:
-        return DuckDBQueryEngine(self.database_path).query(query)
+    def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
+        return DuckDBQueryEngine(self.database_path, as_of=as_of).query(query)
 
-    def register_trades_partition(self, partition: TradePartition) -> dict[str, object]:
-        lake = self._lake()
-        files = [CatalogFile(path=str(lake.path(o.key)), bytes=o.size, day=day)
-                 for day, objects in require_processed_files(lake, partition).items() for o in objects]
-        registration = register_partition_files(self.database_path, TRADES, partition, files)
-        return {**registration.metadata(), "catalog": str(self.database_path)}
+    def refresh_views(self, catalog) -> dict[str, object]:
+        return {"duckdb_views": str(refresh_views(catalog, self._lake()))}
 
-    def write_analytics(self, dataset: str, partition: TradePartition) -> AnalyticsOutput:
-        """COPY the dataset's query result for the partition to Parquet, replacing that partition's files only."""
+    def write_analytics(self, dataset: str, partition: TradePartition, catalog) -> AnalyticsOutput:
+        """COPY the dataset's query result for the partition to a run-unique Parquet file, then commit it
+        to market_data.<dataset> replacing that symbol-month (one transaction), then refresh the views."""
         table = analytics_table(dataset)
         lake = self._lake()
-        directory = lake.path(lake_key(Zone.ANALYTICS, partition, dataset=dataset))
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / ANALYTICS_FILE
-        # No .parquet suffix while in progress: DuckDB globs match hidden files too.
-        temp = directory / f".inprogress-{uuid.uuid4().hex}"
-        sql, parameters = bind(get_query(dataset), partition_parameters(partition)).for_duckdb()
+        run = new_run_id()
+        key = analytics_file_key(dataset, partition, run)
+        target = lake.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sql, parameters = with_partition_columns(bind(get_query(dataset), partition_parameters(partition))).for_duckdb()
         started = time.perf_counter()
         con = self._connect()
         try:
-            (rows,) = con.execute(f"COPY ({sql}) TO {sql_string(str(temp))} (FORMAT parquet, COMPRESSION snappy)",
+            (rows,) = con.execute(f"COPY ({sql}) TO {sql_string(str(target))} (FORMAT parquet, COMPRESSION snappy)",
                                   parameters).fetchone()
         except BaseException:
-            temp.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
             raise
         finally:
             con.close()
-        os.replace(temp, final)
-        for stale in directory.glob("*.parquet"):
-            if stale != final:
-                stale.unlink()
-        size = final.stat().st_size
-        register_partition_files(self.database_path, table, partition,
-                                 [CatalogFile(path=str(final), bytes=size)])
-        return AnalyticsOutput(dataset=dataset, partition=partition, uri=str(final), rows=rows, bytes=size,
-                               seconds=time.perf_counter() - started)
+        if rows == 0:  # no trades in the partition: commit the removal of what was there, add nothing
+            target.unlink()
+        commit = replace_partition(catalog, lake, table, partition, [key] if rows else [], {}, run_id=run)
+        self.refresh_views(catalog)
+        return AnalyticsOutput(dataset=dataset, partition=partition, uri=str(target), rows=rows,
+                               bytes=target.stat().st_size, seconds=time.perf_counter() - started,
+                               details={"run_id": run, **commit.metadata()})
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,10 @@ class AthenaSqlEngine(SqlEngine):
     database: str = DATABASE
     poll_interval_seconds: float = 1.0
 
-    def _reader(self) -> AthenaQueryEngine:
+    def _reader(self, as_of: str | None = None) -> AthenaQueryEngine:
         return AthenaQueryEngine(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir, region=self.region,
                                  endpoint_url=self.endpoint_url, database=self.database,
-                                 poll_interval_seconds=self.poll_interval_seconds)
+                                 poll_interval_seconds=self.poll_interval_seconds, as_of=as_of)
 
     def _executed(self, sql: str, parameters: list[str], label: str):
         return self._reader().executed(sql, parameters, label)
@@ -206,17 +208,8 @@ class AthenaSqlEngine(SqlEngine):
     def _lake(self) -> Lake:
         return open_lake(self.lake_url, s3_endpoint_url=self.s3_endpoint_url, region=self.region)
 
-    def query(self, query: BoundQuery) -> QueryResult:
-        return self._reader().query(query)
-
-    def register_trades_partition(self, partition: TradePartition) -> dict[str, object]:
-        lake = self._lake()
-        files = require_processed_files(lake, partition)
-        locations = {day: lake.uri(lake_key(Zone.PROCESSED, partition, day=day)) + "/" for day in files}
-        changes = register_glue_partitions(self._glue(), partition, locations, database=self.database, table=TRADES)
-        return {"table": f"{self.database}.{TRADES_TABLE}", "days_registered": len(locations),
-                "files_registered": sum(len(v) for v in files.values()),
-                "bytes_registered": sum(o.size for v in files.values() for o in v), **changes.metadata()}
+    def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
+        return self._reader(as_of).query(query)
 
     def _unload(self, query: BoundQuery, target: str) -> str:
         """Run the UNLOAD of `query` into `target`; returns Athena's query execution id."""
@@ -224,16 +217,14 @@ class AthenaSqlEngine(SqlEngine):
         with self._executed(unload_statement(sql, target), parameters, f"UNLOAD of {query.label}") as cursor:
             return cursor.query_id
 
-    def write_analytics(self, dataset: str, partition: TradePartition) -> AnalyticsOutput:
-        """UNLOAD the dataset's query for the partition into a fresh run prefix, then switch the Glue
-        partition of market_data.<dataset> to it, then delete the older runs.
+    def write_analytics(self, dataset: str, partition: TradePartition, catalog) -> AnalyticsOutput:
+        """UNLOAD the dataset's query for the partition into a fresh run prefix, then commit the files it
+        wrote to the Iceberg table market_data.<dataset>, replacing that symbol-month in one transaction.
 
-        UNLOAD writes only into an empty location, and readers must never see a half-written or mixed
-        version: so each materialisation writes its own `.../symbol=S/run-<id>/`, and the Glue partition's
-        location is the one switch readers see (old version before it, new after). A failure before the
-        switch deletes the new prefix and leaves the old version registered. A run older than this one is
-        deleted after the switch; a newer one (a concurrent materialisation of the same partition) is left
-        to its own run.
+        UNLOAD writes only into an empty location, so each materialisation writes its own
+        `.../symbol=S/run-<id>/`; readers see the old version until the commit, the new one after. A
+        failure before the commit deletes the new prefix. Older runs' files stay until maintenance
+        deletes what no snapshot references (time travel keeps working meanwhile).
         """
         table = analytics_table(dataset)
         lake = self._lake()
@@ -243,39 +234,24 @@ class AthenaSqlEngine(SqlEngine):
         if not target.startswith("s3://"):
             raise CatalogError(f"Athena UNLOADs only to S3, but the lake is {lake.url}: "
                                "set MARKET_ETL_LAKE=s3://<bucket>/ for the aws runtime")
-        glue = self._glue()
         started = time.perf_counter()
         try:
-            query_id = self._unload(bind(get_query(dataset), partition_parameters(partition)), target)
+            query_id = self._unload(with_partition_columns(bind(get_query(dataset), partition_parameters(partition))),
+                                    target)
             written = unloaded_files(lake, run_key + "/")
-            if written.rows == 0:
-                self._require_no_trades(glue, partition, dataset, target, query_id)
+            keys = [o.key for o in lake.list(run_key + "/")]
+            commit = replace_partition(catalog, lake, table, partition, keys, {}, run_id=run)
         except BaseException:
             lake.delete_prefix(run_key + "/")
             raise
-        changes = register_glue_partitions(glue, partition, {None: target}, database=self.database, table=table)
-        older = sorted(r for r in analytics_runs(lake, partition, dataset) if r < run)
-        for old in older:
-            lake.delete_prefix(lake_key(Zone.ANALYTICS, partition, dataset=dataset, run=old) + "/")
         return AnalyticsOutput(
             dataset=dataset, partition=partition, uri=target, rows=written.rows, bytes=written.bytes,
             seconds=time.perf_counter() - started,
-            details={"files": written.files, "athena_query_id": query_id,
+            details={"files": written.files, "athena_query_id": query_id, "run_id": run,
                      **({"athena_query_url": dg.MetadataValue.url(athena_query_url(self.region, query_id))}
                         if self.region else {}),
-                     "table": f"{self.database}.{dataset}",
-                     "glue_partition_created": changes.created == 1, "previous_versions_deleted": len(older)},
+                     **commit.metadata()},
         )
-
-    def _require_no_trades(self, glue, partition: TradePartition, dataset: str, target: str, query_id: str) -> None:
-        """An empty result is right only when the partition has no trades registered; otherwise the
-        UNLOAD lost its output (or wrote it elsewhere), and registering nothing would hide the data."""
-        days = registered_glue_locations(glue, partition, self.database, TRADES)
-        if days:
-            raise CatalogError(
-                f"Athena UNLOAD {query_id} of {dataset} for {partition} left no rows under {target}, but "
-                f"{self.database}.{TRADES_TABLE} has {len(days)} day(s) of {partition} registered: look up the "
-                f"query execution in workgroup {self.work_group!r} (state, output location) and materialise again")
 
 
 def build_sql_engine(settings: Settings) -> SqlEngine:

@@ -1,4 +1,4 @@
-"""Stage: one symbol-month of trades CSV -> Snappy Parquet under processed/trades/, bad rows under rejected/trades/.
+"""Stage: one symbol-month of trades CSV -> a staged version of market_data.trades_binance (write + audit).
 
 The same file runs as a local subprocess (Spark local[*], through Dagster Pipes) and as a Glue 5 Spark
 job; it imports dagster_pipes, never dagster, and takes everything as arguments. The transforms are in
@@ -6,12 +6,20 @@ job; it imports dagster_pipes, never dagster, and takes everything as arguments.
 
 1. The first line: header or not, seven columns or a SchemaDrift naming the column (before Spark starts).
 2. One pass over the CSV: split, parse, apply the rules, count (observed during the write), and write
-   the valid rows, sorted by trade time within each day, into the temp zone.
-3. Only when rows were rejected: a second pass writes them, with reason and original line, to the temp zone.
-4. Verify the staged ids from the Parquet just written (runs of consecutive ids: no shuffle). Only when
-   an id appears twice: deduplicate (exact copies) or fail (same id, different values), and rewrite.
-5. Swap the staged directories into processed/ and rejected/, then report the materialisation and the
-   checks. Any failure before step 5 leaves the previous version as it was.
+   the valid rows, sorted by trade time within each day, into the run's scratch prefix (temp zone).
+3. Only when rows were rejected: a second pass writes them, with reason, original line, symbol, month
+   and run, to the scratch prefix.
+4. Verify the ids from the Parquet just written (runs of consecutive ids: no shuffle). Only when an id
+   appears twice: deduplicate (exact copies) or fail (same id, different values), and rewrite.
+5. Move each file to its run-unique key (`core.keys.staged_trades_file_key`: inside the table's data
+   directory, `year=/month=/day=/symbol=/<run>-part-N.snappy.parquet`; a rename, or a server-side copy
+   on S3: no second pass over the data), then write the manifest (`core.staged`) with the check
+   outcomes, then report them. Nothing is committed to a table here: no reader sees the files until
+   market_data/trades_binance publishes the manifest, and only if its blocking checks passed.
+
+Each file holds every table column, the partition columns included: Spark's partitionBy drops the
+column it partitions by, so the stage partitions by a copy of `day` (DAY_DIRECTORY) instead, and the
+catalog can take each file's partition from its own statistics.
 """
 from __future__ import annotations
 
@@ -23,16 +31,26 @@ import time
 from dataclasses import dataclass, field
 
 from market_etl.core.checks import (
+    CHECKS_BY_NAME,
     RULE_CHECKS,
     CheckOutcome,
     contiguity_outcome,
     reconciliation_outcome,
     rule_check_outcome,
 )
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import (
+    RUN_ID_PATTERN,
+    TradePartition,
+    Zone,
+    lake_key,
+    new_run_id,
+    staged_manifest_key,
+    staged_rejected_file_key,
+    staged_scratch_prefix,
+    staged_trades_file_key,
+)
 from market_etl.core.memory import peak_rss_bytes
 from market_etl.core.versions import TRANSFORM_VERSION
-from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
 from market_etl.core.metadata import (
     COLUMN_SCHEMA,
     ROW_COUNT,
@@ -42,9 +60,9 @@ from market_etl.core.metadata import (
     pipes_metadata,
     quarantine_markdown,
 )
-from market_etl.core.publish import PublishedDirectory, clear, publish_directory, remove_directory
+from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
+from market_etl.core.tables import TRADES_COLUMNS, TRADES_PARTITION_KEYS
 from market_etl.core.trades import (
-    PARTITION_COLUMNS,
     PROCESSED_SCHEMA,
     RULES,
     IdLayout,
@@ -57,7 +75,7 @@ from market_etl.core.trades import (
     id_segments,
     ids_in_order,
     parse_fields,
-    rejected_rows,
+    quarantine_rows,
     rules_of_check,
     sorted_within_days,
     source_layout,
@@ -69,6 +87,10 @@ from market_etl.core.trades import (
 from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import Lake, open_lake
 
+ENGINE = "spark"
+#: The directory column Spark partitions the scratch output by: a copy of `day`, so `day` stays in the files.
+DAY_DIRECTORY = "_day"
+_SCRATCH_PART = re.compile(rf"{DAY_DIRECTORY}=(\d+)/(part-[^/]*\.parquet)")
 MAX_FIRST_LINE = 64 * 1024
 log = logging.getLogger(__name__)  # phase lines; `main` forwards them to the Pipes log (the run's log in the UI)
 MAX_CONFLICTS_LISTED = 10
@@ -90,31 +112,31 @@ class EtlResult:
 
 @dataclass(frozen=True)
 class Paths:
-    """Where this partition's data is read, staged and published (keys built by lake_key only)."""
+    """Where this partition's data is read and where this run writes (keys built by core.keys only)."""
 
     source: str
-    staging: str
+    scratch: str
 
     @classmethod
-    def of(cls, partition: TradePartition) -> "Paths":
-        return cls(source=lake_key(Zone.RAW_UNZIPPED, partition), staging=lake_key(Zone.TEMP, partition))
+    def of(cls, partition: TradePartition, run: str) -> "Paths":
+        return cls(source=lake_key(Zone.RAW_UNZIPPED, partition), scratch=staged_scratch_prefix(partition, run))
 
     @property
     def staged_trades(self) -> str:
-        return f"{self.staging}/processed"
+        return f"{self.scratch}/processed"
 
     @property
     def staged_deduplicated(self) -> str:
-        return f"{self.staging}/deduplicated"
+        return f"{self.scratch}/deduplicated"
 
     @property
     def staged_rejected(self) -> str:
-        return f"{self.staging}/rejected"
+        return f"{self.scratch}/rejected"
 
 
 def preflight(lake: Lake, partition: TradePartition) -> SourceLayout:
     """The checks that need no Spark: the source exists, its first line says header or not, seven columns."""
-    key = Paths.of(partition).source
+    key = lake_key(Zone.RAW_UNZIPPED, partition)
     if not lake.exists(key):
         raise UpstreamMissing(f"{partition}: no CSV at {lake.uri(key)}; "
                               "materialise raw_unzipped/trades_csv for this partition first")
@@ -161,7 +183,7 @@ def configure(spark, source_bytes: int) -> None:
     }
     for key, value in conf.items():
         spark.conf.set(key, value)
-    # No _SUCCESS markers in staged directories (the swap is the commit).
+    # No _SUCCESS markers in scratch directories (the manifest is what says a version is complete).
     spark.sparkContext._jsc.hadoopConfiguration().set("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     # Parquet warns once per file opened when a task holds many day files at once (a small month is one
     # task writing all its days): it only shrinks row groups to fit the heap, nothing to act on.
@@ -171,15 +193,19 @@ def configure(spark, source_bytes: int) -> None:
 
 
 def write_trades(trades, uri: str) -> None:
-    writer = trades.write.mode("overwrite").partitionBy(*[name for name, _ in PARTITION_COLUMNS])
+    """Day files under `uri/_day=D/`, each with every column of PROCESSED_SCHEMA (day, year, month, symbol too)."""
+    from pyspark.sql import functions as F
+
+    writer = trades.withColumn(DAY_DIRECTORY, F.col("day")).write.mode("overwrite").partitionBy(DAY_DIRECTORY)
     for column in PLAIN_ENCODED:
         writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
     writer.option("compression", "snappy").parquet(uri)
 
 
 def read_staged(spark, uri: str):
-    """Staged trades with their partition columns, typed as written (no schema inference pass)."""
-    return spark.read.schema(PROCESSED_SCHEMA).parquet(uri)
+    """Scratch trades with their partition columns, typed as written (no schema inference pass); the
+    directory column Spark discovers is dropped (a projection: row order is kept)."""
+    return spark.read.schema(PROCESSED_SCHEMA).parquet(uri).select(*PROCESSED_SCHEMA.fieldNames())
 
 
 def layout_of(spark, uri: str) -> IdLayout:
@@ -228,37 +254,57 @@ def quarantine_summary(spark, uri: str) -> tuple[dict[str, int], dict[str, tuple
     return counts, samples
 
 
-def _below_processed(key: str) -> str:
-    """A processed key's path below processed/trades: what Spark's partitionBy writes under a staged root."""
-    return key[len(lake_key(Zone.PROCESSED)) + 1:]
+def scratch_day_files(lake: Lake, root: str) -> dict[int, list[str]]:
+    """The Parquet files Spark wrote under `root/_day=D/`, by day, in Spark's task order (side files excluded)."""
+    prefix = root.rstrip("/") + "/"
+    by_day: dict[int, list[str]] = {}
+    for obj in lake.list(prefix):
+        match = _SCRATCH_PART.fullmatch(obj.key[len(prefix):])
+        if match:
+            by_day.setdefault(int(match.group(1)), []).append(obj.key)
+    return {day: sorted(keys) for day, keys in sorted(by_day.items())}
 
 
-def staged_day_dir(trades_root: str, partition: TradePartition, day: int) -> str:
-    return f"{trades_root}/{_below_processed(lake_key(Zone.PROCESSED, partition, day=day))}"
+def parquet_rows(lake: Lake, key: str) -> int:
+    """Rows of a Parquet file, from its footer only (lake.open_read is seekable)."""
+    import pyarrow.parquet as pq
+
+    with lake.open_read(key) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
-def days_under(lake: Lake, root: str, partition: TradePartition) -> set[int]:
-    """The days with files for the partition's symbol under a processed-layout root (staged or final)."""
-    month_dir = f"{root}/{_below_processed(lake_key(Zone.PROCESSED, partition))}/"
-    pattern = re.compile(rf"{re.escape(month_dir)}day=(\d+)/symbol={partition.symbol}/")
-    return {int(m.group(1)) for o in lake.list(month_dir) if (m := pattern.match(o.key))}
+def move_to_staged_keys(lake: Lake, partition: TradePartition, run: str, trades_root: str,
+                        rejected_root: str | None) -> tuple[tuple[StagedFile, ...], tuple[StagedFile, ...]]:
+    """Give the scratch files their run-unique staged keys (renames / server-side copies); returns what moved."""
+    trades = []
+    for day, keys in scratch_day_files(lake, trades_root).items():
+        for part, key in enumerate(keys):
+            target = staged_trades_file_key(partition, day, run, part)
+            rows = parquet_rows(lake, key)
+            lake.move(key, target)
+            trades.append(StagedFile(target, rows, lake.info(target).size))
+    rejected = []
+    if rejected_root is not None:
+        prefix = rejected_root.rstrip("/") + "/"
+        parts = sorted(o.key for o in lake.list(prefix) if re.fullmatch(r"part-[^/]*\.parquet", o.key[len(prefix):]))
+        for part, key in enumerate(parts):
+            target = staged_rejected_file_key(partition, run, part)
+            rows = parquet_rows(lake, key)
+            lake.move(key, target)
+            rejected.append(StagedFile(target, rows, lake.info(target).size))
+    return tuple(trades), tuple(rejected)
 
 
-def publish(lake: Lake, paths: Paths, trades_root: str, partition: TradePartition,
-            has_rejects: bool) -> tuple[list[PublishedDirectory], int]:
-    """Swap the staged day directories (and the quarantine) into place; remove days no longer present."""
-    days = sorted(days_under(lake, trades_root, partition))
-    published = [publish_directory(lake, staged_day_dir(trades_root, partition, day),
-                                   lake_key(Zone.PROCESSED, partition, day=day)) for day in days]
-    stale = sorted(days_under(lake, lake_key(Zone.PROCESSED), partition) - set(days))
-    for day in stale:
-        remove_directory(lake, lake_key(Zone.PROCESSED, partition, day=day), paths.staging)
-    rejected_key = lake_key(Zone.REJECTED, partition)
-    if has_rejects:
-        publish_directory(lake, paths.staged_rejected, rejected_key)
+def clear(lake: Lake, prefix: str) -> None:
+    """Delete everything under `prefix` (a local directory goes entirely, empty subdirectories included)."""
+    import shutil
+
+    from market_etl.lake import LocalLake
+
+    if isinstance(lake, LocalLake):
+        shutil.rmtree(lake.path(prefix), ignore_errors=True)
     else:
-        remove_directory(lake, rejected_key, paths.staging)
-    return published, len(stale)
+        lake.delete_prefix(prefix.rstrip("/") + "/")
 
 
 class Stopwatch:
@@ -290,23 +336,25 @@ class Stopwatch:
         return time.perf_counter() - self.started
 
 
-def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0) -> EtlResult:
-    """The whole stage for one partition on `spark`; publishes only when nothing failed.
+def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
+            run_id: str | None = None, dagster_run_id: str | None = None) -> EtlResult:
+    """The whole stage for one partition on `spark`: write the run's files, audit them, write the manifest.
 
-    Raises SchemaDrift / SourceError / UpstreamMissing for a partition that cannot be processed (the
-    previous version stays); bad rows, within the tolerance or not, are results: checks, not exceptions.
+    Raises SchemaDrift / SourceError / UpstreamMissing for a partition that cannot be processed (no
+    manifest is written, nothing changes for readers); bad rows, within the tolerance or not, are
+    results: checks recorded in the manifest and reported, not exceptions.
     """
-    paths = Paths.of(partition)
+    run_id = run_id or new_run_id()
+    paths = Paths.of(partition, run_id)
     layout = preflight(lake, partition)
-    clear(lake, paths.staging)  # leftovers of a killed run
     try:
-        return _transform_and_publish(spark, partition, lake, paths, layout, reject_tolerance)
+        return _write_and_audit(spark, partition, lake, paths, layout, reject_tolerance, run_id, dagster_run_id)
     finally:
-        clear(lake, paths.staging)
+        clear(lake, paths.scratch)
 
 
-def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: Paths, layout: SourceLayout,
-                           reject_tolerance: float) -> EtlResult:
+def _write_and_audit(spark, partition: TradePartition, lake: Lake, paths: Paths, layout: SourceLayout,
+                     reject_tolerance: float, run_id: str, dagster_run_id: str | None) -> EtlResult:
     from pyspark.sql import Observation
 
     clock = Stopwatch("parse_validate_write")
@@ -319,14 +367,15 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
     write_trades(trades, lake.uri(paths.staged_trades))
     metrics = observation.get
     clock.lap("parse_validate_write")
-    time_unit = time_unit_of(metrics)  # fails on mixed units, before anything is published
+    time_unit = time_unit_of(metrics)  # fails on mixed units, before a manifest exists
     rows_in, rows_rejected_seen = int(metrics["rows_in"]), int(metrics["rows_rejected"])
 
     rejected_by_rule: dict[str, int] = {}
     samples: dict = {}
     if rows_rejected_seen:
         clock.start("quarantine")
-        rejected_rows(checked).repartition(1).write.mode("overwrite").parquet(lake.uri(paths.staged_rejected))
+        (quarantine_rows(checked, partition, run_id).repartition(1).write.mode("overwrite")
+         .option("compression", "snappy").parquet(lake.uri(paths.staged_rejected)))
         rejected_by_rule, samples = quarantine_summary(spark, lake.uri(paths.staged_rejected))
         clock.lap("quarantine")
 
@@ -342,17 +391,35 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
         ids = layout_of(spark, lake.uri(trades_root))
         clock.lap("deduplicate")
 
-    clock.start("publish")
-    published, removed_days = publish(lake, paths, trades_root, partition, bool(rows_rejected_seen))
-    clock.lap("publish")
+    clock.start("stage_files")
+    # The files the checks below judge are exactly these bytes: moving gives them their keys, no rewrite.
+    trades_files, rejected_files = move_to_staged_keys(lake, partition, run_id, trades_root,
+                                                       paths.staged_rejected if rows_rejected_seen else None)
+    clock.lap("stage_files")
 
     rows_rejected = sum(rejected_by_rule.values())
     checks = [rule_check_outcome(check, rows_in, rejected_by_rule, reject_tolerance, *samples.get(check, ((), ())))
               for check in RULE_CHECKS]
     checks.append(reconciliation_outcome(rows_in, ids.rows, rows_rejected, duplicates_removed))
     checks.append(contiguity_outcome(ids))
+    source_sha256 = (lake.read_meta(paths.source) or {}).get("source_sha256")
+    version = StagedVersion(
+        partition=partition, run_id=run_id, source_sha256=source_sha256, transform_version=TRANSFORM_VERSION,
+        engine=ENGINE, trades_files=trades_files, rejected_files=rejected_files, rows_in=rows_in,
+        rows_written=ids.rows, rows_rejected=rows_rejected, duplicates_removed=duplicates_removed,
+        checks=tuple(StagedCheck(c.name, c.passed, CHECKS_BY_NAME[c.name].blocking, c.severity) for c in checks),
+        dagster_run_id=dagster_run_id,
+    )
+    manifest_key = staged_manifest_key(partition, run_id)
+    lake.put_bytes(manifest_key, version.to_json().encode())
     seconds = clock.total
     metadata = {
+        "run_id": run_id,
+        "manifest_key": manifest_key,
+        "manifest_uri": lake.uri(manifest_key),
+        "publishable": version.publishable,
+        "failed_blocking_checks": list(version.failed_blocking_checks),
+        "source_sha256": source_sha256,
         "rows_in": rows_in,
         "rows_written": ids.rows,
         "rows_rejected": rows_rejected,
@@ -360,17 +427,16 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
                                if rejected_by_rule.get(rule.name)},
         "duplicates_removed": duplicates_removed,
         "deduplication": "ran: ids repeated in the source" if duplicates_removed else "skipped: ids already unique",
-        "days_written": len(published),
-        "days_removed": removed_days,
-        "files_written": sum(len(d.files) for d in published),
-        "output_bytes": sum(d.bytes for d in published),
+        "days_written": len({f.key.split("/day=")[1].split("/")[0] for f in trades_files}),
+        "files_written": len(trades_files),
+        "output_bytes": sum(f.bytes for f in trades_files),
         "first_trade_id": ids.first_id,
         "last_trade_id": ids.last_id,
         "id_gaps": len(ids.gaps),
         "missing_ids": ids.missing_ids,
         "time_unit": time_unit,
         "header": layout.header is not None,
-        "engine": "spark",
+        "engine": ENGINE,
         "etl_seconds": round(seconds, 2),
         "spark_seconds": round(seconds, 2),
         "phase_seconds": clock.phases,
@@ -378,23 +444,17 @@ def _transform_and_publish(spark, partition: TradePartition, lake: Lake, paths: 
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if rows_rejected else None,
     }
-    metadata.update(operator_metadata(spark, lake.uri(lake_key(Zone.PROCESSED)), partition, metadata))
+    metadata.update(operator_metadata(partition, trades_files, metadata))
     return EtlResult(partition, metadata, checks, data_version(lake, paths.source))
 
 
-def rows_by_day(spark, processed_uri: str, partition: TradePartition) -> dict[int, int]:
-    """Rows per day of the published partition (Parquet footers and partition columns: no data pages read)."""
-    from pyspark.sql import functions as F
-
-    month_dir = f"{processed_uri}/{_below_processed(lake_key(Zone.PROCESSED, partition))}"
-    published = (spark.read.schema(PROCESSED_SCHEMA).option("basePath", processed_uri).parquet(month_dir)
-                 .where(F.col("symbol") == partition.symbol))
-    return {int(r["day"]): int(r["count"]) for r in published.groupBy("day").count().collect()}
-
-
-def operator_metadata(spark, processed_uri: str, partition: TradePartition, metadata: dict) -> dict:
-    """Dagster's standard row count, the month's rows per day (a missing day reads 0) and the quarantine table."""
-    per_day = rows_by_day(spark, processed_uri, partition) if metadata["rows_written"] else {}
+def operator_metadata(partition: TradePartition, trades_files, metadata: dict) -> dict:
+    """Dagster's standard row count, the month's rows per day of this version (a missing day reads 0) and the
+    quarantine table, from the staged files' own counts: the same for every engine, nothing re-read."""
+    per_day: dict[int, int] = {}
+    for f in trades_files:
+        day = int(f.key.split("/day=", 1)[1].split("/", 1)[0])
+        per_day[day] = per_day.get(day, 0) + f.rows
     return {
         ROW_COUNT: metadata["rows_written"],
         COLUMN_SCHEMA: ColumnSchema(TRADES_COLUMNS + TRADES_PARTITION_KEYS),
@@ -451,7 +511,8 @@ def run_stage(args) -> EtlResult:
     if select_engine(lake) == "duckdb":
         from market_etl.stages.engines.duckdb_engine import run_duckdb_etl
 
-        result = run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance)
+        result = run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance, run_id=args.run_id,
+                                dagster_run_id=args.dagster_run_id)
         own = os.times()
         result.metadata.update({"peak_rss_mb": round(peak_rss_bytes() / 1e6, 1),
                                 "cpu_seconds": round(own.user + own.system, 1)})
@@ -469,7 +530,8 @@ def run_spark_stage(args, lake: Lake) -> EtlResult:
     spark = build_spark_session(f"market-etl-etl-{args.symbol}-{args.month}", master=None, extra_conf=LAUNCH_CONF)
     jvm_start_seconds = time.perf_counter() - started
     try:
-        result = run_etl(spark, args.partition, lake, reject_tolerance=args.reject_tolerance)
+        result = run_etl(spark, args.partition, lake, reject_tolerance=args.reject_tolerance, run_id=args.run_id,
+                         dagster_run_id=args.dagster_run_id)
         jvm_peak, jvm_cpu = jvm_usage(spark)
     finally:
         spark.stop()
@@ -498,7 +560,13 @@ def stage_arguments(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--reject-tolerance", type=float, default=0.0,
                         help="fraction of the source rows a rule may quarantine before its check fails (default 0)")
-    return parse_stage_args(parser, argv)
+    parser.add_argument("--run-id", default=None,
+                        help="names this run's files and manifest (core.keys.new_run_id(); default: a fresh one)")
+    parser.add_argument("--dagster-run-id", default=None, help="recorded in the manifest and the table's history")
+    args = parse_stage_args(parser, argv)
+    if args.run_id is not None and not RUN_ID_PATTERN.fullmatch(args.run_id):
+        parser.error(f"--run-id {args.run_id!r}: expected {RUN_ID_PATTERN.pattern}")
+    return args
 
 
 def main(argv=None) -> None:
@@ -512,8 +580,8 @@ def main(argv=None) -> None:
             pipes.log.info(f"{args.partition}: up to date ({m['skipped_because']}); skipped")
         else:
             pipes.log.info(f"{args.partition}: {m['rows_in']:,} rows in, {m['rows_written']:,} written over "
-                           f"{m['days_written']} days, {m['rows_rejected']:,} rejected, {m['duplicates_removed']:,} "
-                           f"duplicates removed in {m['etl_seconds']}s by {m['engine']} "
+                           f"{m['days_written']} days (staged as run {m['run_id']}), {m['rows_rejected']:,} rejected, "
+                           f"{m['duplicates_removed']:,} duplicates removed in {m['etl_seconds']}s by {m['engine']} "
                            f"({m['rows_per_second']:,} rows/s)")
         pipes.report_asset_materialization(metadata=pipes_metadata(m), data_version=result.data_version)
         for check in result.checks:

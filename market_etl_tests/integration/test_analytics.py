@@ -1,6 +1,6 @@
 """Analytics assets and their checks, in real Dagster runs over a generated lake: bars and daily stats equal
 Python's own computation; a re-run replaces only its partition; a deliberately inconsistent bar fails
-its check; a failed upstream check leaves the catalog unchanged (case 24)."""
+its check; a failed upstream check leaves the published table unchanged (case 24)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -11,16 +11,26 @@ import dagster as dg
 import duckdb
 import pytest
 
-from market_etl.core.catalog import sql_string
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import TradePartition, Zone, lake_key, staged_manifest_key
+from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
+from market_etl.core.tables import OHLCV_1M as OHLCV_1M_TABLE
 from market_etl.core.sql import bind, get_query, partition_parameters
 from market_etl.defs.analytics import build_analytics_assets
 from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of, trade_partitions
 from market_etl.lake import LocalLake
-from market_etl.resources.sql import ANALYTICS_FILE, DuckDBSqlEngine
+from market_etl.lake.duckdb_catalog import sql_string
+from market_etl.lake.iceberg import load_table, local_path, open_catalog, partition_filter, snapshot_files
+from market_etl.resources.catalog import IcebergCatalogResource
+from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl.settings import Settings
-from market_etl_tests.lake_fixtures import SourceTrade, assert_rows_equal, generate_trades, write_processed_partition
+from market_etl_tests.lake_fixtures import (
+    SourceTrade,
+    assert_rows_equal,
+    generate_trades,
+    publish_partition,
+    write_processed_partition,
+)
 
 BTC, ETH = TradePartition("BTCUSDT", "2025-07"), TradePartition("ETHUSDT", "2025-07")
 PARTITIONS = trade_partitions(Settings(symbols=("BTCUSDT", "ETHUSDT"), first_month="2025-07"))
@@ -32,16 +42,20 @@ def lake(tmp_path) -> tuple[Path, dict[TradePartition, list[SourceTrade]]]:
     source = {p: generate_trades(p, range(1, 4), 250, seed=4) for p in (BTC, ETH)}
     for p, trades in source.items():
         write_processed_partition(tmp_path, p, trades)
+        publish_partition(tmp_path, p)
     return tmp_path, source
 
 
 def _run(root: Path, partition: TradePartition, assets=(), only_checks=None) -> dg.ExecuteInProcessResult:
     """One partition's run of every asset and check, or of `only_checks` alone."""
     defs = dg.Definitions(assets=[*build_analytics_assets(PARTITIONS), *assets],
-                          resources={"sql": DuckDBSqlEngine(lake_url=str(root))})
+                          resources={"sql": DuckDBSqlEngine(lake_url=str(root)),
+                                     "catalog": IcebergCatalogResource(lake_url=str(root))})
     job = defs.resolve_implicit_global_asset_job_def()
     if only_checks is not None:
         job = job.get_subset(asset_selection=set(), asset_check_selection=set(only_checks))
+    elif not assets:  # the trades are published by the fixture: the analytics and their checks only
+        job = job.get_subset(asset_selection={OHLCV_1M, DAILY_TRADE_STATS})
     return job.execute_in_process(partition_key=partition.dagster_key(), instance=dg.DagsterInstance.ephemeral(),
                                   raise_on_error=False)
 
@@ -101,7 +115,7 @@ def test_analytics_and_checks_materialise_and_equal_python(lake):
     result = _run(root, BTC)
 
     assert result.success
-    assert _materialized(result) == {TRADES_TABLE_ASSET, OHLCV_1M, DAILY_TRADE_STATS}
+    assert _materialized(result) == {OHLCV_1M, DAILY_TRADE_STATS}
     checks = _checks(result)
     assert set(checks) == {*(("ohlcv_1m", c) for c in OHLCV_CHECKS), ("daily_trade_stats", "totals_reconcile")}
     assert all(c.passed for c in checks.values()), checks
@@ -113,8 +127,8 @@ def test_analytics_and_checks_materialise_and_equal_python(lake):
                       python_daily_stats(source[BTC]))
     [ohlcv] = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
                if e.event_specific_data.materialization.asset_key == OHLCV_1M]
-    written = LocalLake(root).path(lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m")) / ANALYTICS_FILE
-    assert ohlcv.metadata["uri"].value == str(written) and ohlcv.metadata["rows"].value == len(bars)
+    assert ohlcv.metadata["uri"].value == _published_bars_file(root, BTC)
+    assert ohlcv.metadata["rows"].value == len(bars) and ohlcv.metadata["snapshot_id"].value
 
 
 def test_a_re_run_replaces_only_its_own_partition(lake):
@@ -123,16 +137,23 @@ def test_a_re_run_replaces_only_its_own_partition(lake):
     eth_dir = LocalLake(root).path(lake_key(Zone.ANALYTICS, ETH, dataset="ohlcv_1m"))
     eth_before = {p.name: p.read_bytes() for p in eth_dir.iterdir()}
 
+    first = _published_bars_file(root, BTC)
     assert _run(root, BTC).success
 
-    btc_dir = LocalLake(root).path(lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m"))
-    assert [p.name for p in btc_dir.iterdir()] == [ANALYTICS_FILE]  # replaced, no temp or stale file left
+    assert _published_bars_file(root, BTC) != first  # the table now holds the new run's file, alone
     assert {p.name: p.read_bytes() for p in eth_dir.iterdir()} == eth_before
 
 
+def _published_bars_file(root: Path, partition: TradePartition) -> str:
+    lake = LocalLake(root)
+    [file] = snapshot_files(load_table(open_catalog(lake), lake, OHLCV_1M_TABLE),
+                            row_filter=partition_filter(OHLCV_1M_TABLE, partition))
+    return local_path(file.path)
+
+
 def _rewrite_bars(root: Path, select: str) -> None:
-    """Replace the registered ohlcv_1m file of BTCUSDT/2025-07 with `select` over its own rows (alias `bars`)."""
-    path = LocalLake(root).path(lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m")) / ANALYTICS_FILE
+    """Corrupt the published ohlcv_1m file of BTCUSDT/2025-07 in place: `select` over its own rows (alias `bars`)."""
+    path = Path(_published_bars_file(root, BTC))
     temp = path.with_name("rewritten")
     duckdb.execute(f"COPY (WITH bars AS (SELECT * FROM read_parquet({sql_string(str(path))})) {select}) "
                    f"TO {sql_string(str(temp))} (FORMAT parquet)")
@@ -161,16 +182,34 @@ def test_an_inconsistent_bar_fails_its_check(lake, corruption, failing):
         assert checks[("ohlcv_1m", name)].severity == dg.AssetCheckSeverity.ERROR
 
 
-def test_a_failed_upstream_check_leaves_the_catalog_unchanged(tmp_path):
-    """Case 24 in Dagster: a stand-in processed/trades writes the partition, then its blocking check fails
-    for ETHUSDT; the catalog and analytics steps are skipped and queries see what they saw before."""
+def stand_in_processed_trades(root: Path):
+    """processed/trades as the contract has it: staged files plus a manifest with the check outcomes; the
+    blocking check fails for ETHUSDT."""
     @dg.asset(key=PROCESSED_TRADES, partitions_def=PARTITIONS, check_specs=[
         dg.AssetCheckSpec("rows_reconciled", asset=PROCESSED_TRADES, blocking=True)])
     def processed_trades(context):
         partition = partition_of(context)
-        write_processed_partition(tmp_path, partition, generate_trades(partition, [1, 2], 40, seed=8))
-        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
-            check_name="rows_reconciled", passed=partition.symbol != "ETHUSDT", severity=dg.AssetCheckSeverity.ERROR)])
+        lake = LocalLake(root)
+        paths = write_processed_partition(root, partition, generate_trades(partition, [1, 2], 40, seed=8))
+        run = paths[0].name.split("-part-")[0]
+        passed = partition.symbol != "ETHUSDT"
+        files = tuple(StagedFile(str(p.relative_to(root)), 40, p.stat().st_size) for p in paths)
+        version = StagedVersion(partition=partition, run_id=run, source_sha256="0" * 64, transform_version="1",
+                                engine="test", trades_files=files, rejected_files=(), rows_in=80, rows_written=80,
+                                rows_rejected=0, duplicates_removed=0,
+                                checks=(StagedCheck("rows_reconciled", passed, True),))
+        manifest_key = staged_manifest_key(partition, run)
+        lake.put_bytes(manifest_key, version.to_json().encode())
+        return dg.MaterializeResult(metadata={"manifest_key": manifest_key}, check_results=[dg.AssetCheckResult(
+            check_name="rows_reconciled", passed=passed, severity=dg.AssetCheckSeverity.ERROR)])
+
+    return processed_trades
+
+
+def test_a_failed_upstream_check_leaves_the_published_table_unchanged(tmp_path):
+    """Case 24 in Dagster: a stand-in processed/trades stages the partition, then its blocking check fails
+    for ETHUSDT; the publish and analytics steps are skipped and queries see what they saw before."""
+    processed_trades = stand_in_processed_trades(tmp_path)
 
     assert _run(tmp_path, BTC, assets=[processed_trades]).success
     engine = DuckDBSqlEngine(lake_url=str(tmp_path))
@@ -179,7 +218,28 @@ def test_a_failed_upstream_check_leaves_the_catalog_unchanged(tmp_path):
     failed = _run(tmp_path, ETH, assets=[processed_trades])
 
     assert not failed.success
-    assert _materialized(failed) == {PROCESSED_TRADES}  # ETHUSDT's files are in the lake ...
+    assert _materialized(failed) == {PROCESSED_TRADES}  # ETHUSDT's staged files are in the lake ...
     assert engine.query(bind(get_query("trades_by_symbol"))).rows == before  # ... and invisible
     assert [r[0] for r in before] == ["BTCUSDT"]
     assert not LocalLake(tmp_path).path(lake_key(Zone.ANALYTICS, ETH, dataset="ohlcv_1m")).exists()
+
+
+def test_publishing_a_version_whose_blocking_checks_failed_by_hand_is_refused(tmp_path):
+    """Materialising market_data/trades_binance alone for ETHUSDT, whose staged version failed rows_reconciled."""
+    processed_trades = stand_in_processed_trades(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    defs = dg.Definitions(assets=[*build_analytics_assets(PARTITIONS), processed_trades],
+                          resources={"sql": DuckDBSqlEngine(lake_url=str(tmp_path)),
+                                     "catalog": IcebergCatalogResource(lake_url=str(tmp_path))})
+    job = defs.resolve_implicit_global_asset_job_def()
+    staged = job.get_subset(asset_selection={PROCESSED_TRADES}).execute_in_process(
+        partition_key=ETH.dagster_key(), instance=instance, raise_on_error=False)
+    assert _materialized(staged) == {PROCESSED_TRADES}
+
+    by_hand = job.get_subset(asset_selection={TRADES_TABLE_ASSET}).execute_in_process(
+        partition_key=ETH.dagster_key(), instance=instance, raise_on_error=False)
+
+    assert not by_hand.success
+    [failure] = [e for e in by_hand.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "blocking checks failed: rows_reconciled" in failure.event_specific_data.error.message
+

@@ -8,7 +8,7 @@ from market_etl.cli import main
 ROWS = 3_100  # 100 trades a day
 ENGINE, SPARK = "ETL (stage, DuckDB engine: the local default)", "ETL (stage, Spark engine)"
 BARE = ("ETL reference (bare DuckDB, same CSV)", "ETL reference (bare Polars, same CSV)")
-STAGES = ("download", "unzip", ENGINE, SPARK, *BARE, "catalog registration",
+STAGES = ("download", "unzip", ENGINE, SPARK, *BARE, "publish (one Iceberg commit)",
           "analytics ohlcv_1m", "analytics daily_trade_stats", "query vwap_1m (2025-07-15)")
 RATED = {"download": "MB/s of archive", "unzip": "MB/s of CSV", ENGINE: "rows/s", SPARK: "rows/s",
          BARE[0]: "rows/s", BARE[1]: "rows/s", "analytics ohlcv_1m": "trades/s",

@@ -157,7 +157,7 @@ def test_download_stage_stopped_with_sigterm_leaves_no_upload(s3_lake, moto_endp
     from urllib.parse import urlsplit
 
     from market_etl.core.binance import archive_url
-    from market_etl.core.multipart import DEFAULT_PART_SIZE
+    from market_etl.lake.s3 import DEFAULT_PART_SIZE
 
     # An archive bigger than one part, so the stage has a multipart upload open when the server stalls.
     root = tmp_path / "big-mirror"

@@ -85,8 +85,7 @@ def test_nothing_is_redone_when_nothing_changed_and_a_new_transform_version_rebu
     # A new source archive rebuilds; so does a staged file gone missing.
     lake.write_meta(lake_key(Zone.RAW_UNZIPPED, JULY), {"source_sha256": "b" * 64})
     assert run_duckdb_etl(JULY, lake).metadata["status"] == "built"
-    staged = StagedVersion.from_json(lake.get_bytes(run_duckdb_etl(JULY, lake).metadata["staged_manifest"]
-                                                    .removeprefix(str(lake.root) + "/")))
+    staged = StagedVersion.from_json(lake.get_bytes(run_duckdb_etl(JULY, lake).metadata["manifest_key"]))
     lake.path(staged.trades_files[0].key).unlink()
     assert run_duckdb_etl(JULY, lake).metadata["status"] == "built"
 
@@ -103,17 +102,17 @@ def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, 
         assert count_blank_lines(path) == blanks, chunk
 
 
-def test_the_local_catalog_registers_files_that_carry_their_partition_columns(lake, tmp_path):
+def test_the_local_catalog_publishes_files_that_carry_their_partition_columns(lake):
     import duckdb
 
-    from market_etl.core.catalog import TRADES, CatalogFile, register_partition_files
+    from market_etl.lake.duckdb_catalog import refresh_views
+    from market_etl.lake.iceberg import open_catalog, publish_staged
 
-    staged = StagedVersion.from_json(lake.get_bytes(
-        run_duckdb_etl(JULY, lake).metadata["staged_manifest"].removeprefix(str(lake.root) + "/")))
-    files = [CatalogFile(str(lake.path(f.key)), f.bytes, day=int(f.key.split("/day=")[1].split("/")[0]))
-             for f in staged.trades_files]
-    registration = register_partition_files(tmp_path / "catalog.duckdb", TRADES, JULY, files)
-    assert registration.rows == 59
-    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+    manifest_key = run_duckdb_etl(JULY, lake).metadata["manifest_key"]
+    catalog = open_catalog(lake)
+    commit = publish_staged(catalog, lake, manifest_key, "test")
+    assert commit.rows_added == 59
+    views = refresh_views(catalog, lake)
+    with duckdb.connect(str(views), read_only=True) as con:
         assert con.execute("SELECT count(*), min(day), max(day), min(symbol) FROM market_data.trades_binance "
                            "WHERE year = 2025 AND month = 7").fetchone() == (59, 1, 3, "BTCUSDT")

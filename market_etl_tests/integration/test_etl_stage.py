@@ -22,15 +22,16 @@ import pytest
 
 from market_etl.core.checks import CHECKS
 from market_etl.core.keys import TradePartition, Zone, lake_key
-from market_etl.core.publish import clear, publish_directory, remove_directory
+from market_etl.core.staged import StagedVersion
 from market_etl.core.trades import SchemaDrift, SourceError
 from market_etl.defs.partitions import trade_partitions
 from market_etl.defs.keys import PROCESSED_TRADES
 from market_etl.defs.processed import build_processed_assets
-from market_etl.stages.etl import MAX_SPLIT_BYTES, run_etl, split_bytes
+from market_etl.stages.etl import MAX_SPLIT_BYTES, clear, run_etl, split_bytes
 from market_etl.lake import LocalLake
 from market_etl_devtools.mirror.generate import Defects, generate_month
-from market_etl.resources import LakeResource
+from market_etl.resources import IcebergCatalogResource, LakeResource
+from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl.resources.stages import LocalStageLauncher
 from market_etl.settings import Settings
 
@@ -65,8 +66,14 @@ def tree(lake, prefix) -> dict[str, str]:
     return {o.key: hashlib.sha256(lake.get_bytes(o.key)).hexdigest() for o in lake.list(prefix)}
 
 
+def latest_manifest(lake, partition) -> StagedVersion:
+    prefix = f"processed/_staged/trades/symbol={partition.symbol}/month={partition.month}/"
+    return StagedVersion.from_json(lake.get_bytes(max(o.key for o in lake.list(prefix))))
+
+
 def processed_files(lake, partition) -> list[Path]:
-    return sorted(lake.path(lake_key(Zone.PROCESSED, partition)).glob(f"day=*/symbol={partition.symbol}/*.parquet"))
+    """The data files of the partition's latest staged version (what a publish would commit)."""
+    return sorted(lake.path(f.key) for f in latest_manifest(lake, partition).trades_files)
 
 
 def read_back(lake, partition, *, time_unit="us", bools=("True", "False")) -> list[str]:
@@ -106,36 +113,54 @@ def checks_of(result) -> dict:
 # ---------------------------------------------------------------- cases 16, 18: idempotent, siblings untouched
 
 
-def test_rerun_is_byte_identical_replaces_only_its_days_and_leaves_siblings_alone(spark, lake, tmp_path):
+def test_each_run_stages_its_own_files_leaving_other_runs_and_siblings_alone(spark, lake, tmp_path):
     for sibling in (AUGUST, ETH_JULY):
         put_source(lake, sibling, tmp_path / "mirror")
         run_etl(spark, sibling, lake)
     put_source(lake, JULY, tmp_path / "mirror")
     first = run_etl(spark, JULY, lake)
     before = tree(lake, "processed/")
-    siblings = {k: v for k, v in before.items() if f"symbol={JULY.symbol}" not in k or "month=8/" in k}
-    assert len({k.split("/day=")[0] for k in siblings}) == 2 and siblings
+    rows_first = sorted(read_back(lake, JULY))
 
     second = run_etl(spark, JULY, lake)
-    assert tree(lake, "processed/") == before  # same input -> same bytes under the same keys
+    after = tree(lake, "processed/")
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing written before was touched
+    new = set(after) - set(before)
+    assert new and all(second.metadata["run_id"] in k for k in new)  # every new key is the new run's own
+    assert len([k for k in new if k.endswith(".parquet")]) == 31
+    assert sorted(read_back(lake, JULY)) == rows_first  # same input -> the same rows
     assert second.metadata["rows_written"] == first.metadata["rows_written"] == 31 * TRADES_PER_DAY
     assert not list(lake.list(lake_key(Zone.TEMP) + "/"))
+    manifest = latest_manifest(lake, JULY)
+    assert manifest.run_id == second.metadata["run_id"] and manifest.publishable
+    assert {c.name for c in manifest.checks} == {c.name for c in CHECKS}
 
-    # Upstream republishes July without its last day: day 31 disappears, every other key stays.
+    # Upstream republishes July without its last day: the new version has 30 days.
     lines = source_lines(lake, JULY)
     lake.put_bytes(lake_key(Zone.RAW_UNZIPPED, JULY), ("\n".join(lines[:30 * TRADES_PER_DAY]) + "\n").encode())
     third = run_etl(spark, JULY, lake)
-    after = tree(lake, "processed/")
-    assert third.metadata["days_written"] == 30 and third.metadata["days_removed"] == 1
+    assert third.metadata["days_written"] == 30
     # What the UI shows for the month: 30 days of rows, the 31st at 0 rows.
     assert third.metadata["dagster/row_count"] == third.metadata["rows_written"] == 30 * TRADES_PER_DAY
     per_day = dict(third.metadata["rows_per_day"].rows)
     assert len(per_day) == 31 and per_day["2025-07-31"] == 0 and sum(per_day.values()) == 30 * TRADES_PER_DAY
     assert all(rows for day, rows in per_day.items() if day != "2025-07-31")
     assert third.metadata["days_without_rows"] == 1
-    assert not any("/day=31/" in k and "month=7/" in k and "BTCUSDT" in k for k in after)
-    assert {k: v for k, v in after.items() if k in siblings} == siblings
-    assert set(after) == set(before) - {k for k in before if "month=7/day=31/symbol=BTCUSDT" in k}
+    assert not any("/day=31/" in str(p) for p in processed_files(lake, JULY))
+
+
+def test_staged_files_hold_the_partition_columns_constant_per_file(spark, lake, tmp_path):
+    """What lets the catalog take each file's partition from its statistics: year, month, day, symbol inside."""
+    put_source(lake, JULY, tmp_path / "mirror")
+    run_etl(spark, JULY, lake)
+    for path in processed_files(lake, JULY):
+        table = pq.read_table(path)
+        day = int(str(path).split("/day=")[1].split("/")[0])
+        assert table.column_names[-4:] == ["year", "month", "day", "symbol"]
+        assert {(r["year"], r["month"], r["day"], r["symbol"]) for r in table.select(
+            ["year", "month", "day", "symbol"]).to_pylist()} == {(2025, 7, day, "BTCUSDT")}
+        assert str(table.schema.field("trade_time").type) == "timestamp[us, tz=UTC]"
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "SNAPPY"
 
 
 # ---------------------------------------------------------------- cases 19, exact values
@@ -177,7 +202,9 @@ def test_bad_rows_are_quarantined_duplicates_removed_and_the_checks_fail_as_they
     assert sorted(int(line.split(",")[0]) for line in written) == sorted(valid_ids)  # deduplicated, none lost
     assert set(written) <= set(source)
 
-    quarantine = pq.read_table(lake.path(lake_key(Zone.REJECTED, JULY))).to_pylist()
+    [quarantine_file] = latest_manifest(lake, JULY).rejected_files
+    quarantine = pq.read_table(lake.path(quarantine_file.key)).to_pylist()
+    assert {(r["symbol"], r["month"], r["run"]) for r in quarantine} == {("BTCUSDT", "2025-07", m["run_id"])}
     assert sorted((r["line"], r["reason"]) for r in quarantine) == sorted((line, reasons[line]) for line in rejected)
     assert {r["rule"] for r in quarantine} == {"trade_time_in_month", "price_present", "price_positive",
                                                "quantity_present", "quantity_positive"}
@@ -252,30 +279,17 @@ def test_the_entry_point_fails_on_drift_before_starting_spark(lake, tmp_path):
     assert "Setting default log level" not in output and time.monotonic() - started < 60  # no JVM was started
 
 
-# ---------------------------------------------------------------- publishing on both lake kinds (no Spark)
+# ---------------------------------------------------------------- staging on both lake kinds (no Spark)
 
 
-def test_publishing_replaces_a_directory_whole_with_stable_names(any_lake):
-    """The swap the stage ends with, on a local lake (directory exchange) and on S3 (copy, then delete)."""
-    staged, final, scratch = "temp/trades/x/day=3", "processed/trades/x/day=3", "temp/trades/x"
-    any_lake.put_bytes(f"{final}/part-00000.snappy.parquet", b"old-0")
-    any_lake.put_bytes(f"{final}/part-00001.snappy.parquet", b"old-1")
-    any_lake.put_bytes(f"{final}/part-00002.snappy.parquet", b"old-2")
-    for task, body in ((7, b"new-b"), (2, b"new-a")):
-        any_lake.put_bytes(f"{staged}/part-{task:05d}-1f2e-c000.snappy.parquet", body)
-    any_lake.put_bytes(f"{staged}/_SUCCESS", b"")
-
-    published = publish_directory(any_lake, staged, final)
-    assert [o.key for o in published.files] == [f"{final}/part-00000.snappy.parquet",
-                                                 f"{final}/part-00001.snappy.parquet"]
-    assert {o.key: any_lake.get_bytes(o.key) for o in any_lake.list(final + "/")} == {
-        f"{final}/part-00000.snappy.parquet": b"new-a", f"{final}/part-00001.snappy.parquet": b"new-b"}
-    assert published.bytes == 10
-
-    assert remove_directory(any_lake, final, scratch) == 1
-    assert not list(any_lake.list(final + "/"))
-    clear(any_lake, scratch)
+def test_moving_a_file_to_its_staged_key_on_both_lake_kinds(any_lake):
+    """How the stage gives Spark's output its run-unique key: a rename locally, a server-side copy on S3."""
+    scratch = "temp/trades/symbol=BTCUSDT/month=2025-07/x"
+    any_lake.put_bytes(f"{scratch}/_day=3/part-00002-1f2e-c000.snappy.parquet", b"new-a")
+    any_lake.move(f"{scratch}/_day=3/part-00002-1f2e-c000.snappy.parquet", "processed/trades/k.parquet")
+    assert any_lake.get_bytes("processed/trades/k.parquet") == b"new-a"
     assert not list(any_lake.list(scratch + "/"))
+    clear(any_lake, scratch)
 
 
 # ---------------------------------------------------------------- case 17: killed mid-write
@@ -310,7 +324,8 @@ def test_a_run_killed_mid_write_leaves_the_previous_version_and_the_rerun_is_exa
     rerun = _stage(lake, JULY, tmp_path / "rerun.log")
     assert rerun.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
     assert sorted(read_back(lake, JULY)) == sorted(source_lines(lake, JULY))
-    assert not staging.exists()
+    # The re-run cleared its own scratch; the killed run's is in the temp zone, which expires.
+    assert not lake.path(f"{lake_key(Zone.TEMP, JULY)}/{latest_manifest(lake, JULY).run_id}").exists()
 
 
 # ---------------------------------------------------------------- through Dagster: checks on the partition
@@ -327,7 +342,9 @@ def test_dagster_run_reports_the_checks_on_the_partition_and_a_failed_error_chec
 
     with dg.instance_for_test() as instance:
         result = dg.materialize([processed, downstream], partition_key=JULY.dagster_key(), instance=instance,
-                                resources={"lake": LakeResource(url=lake.url), "stages": LocalStageLauncher()},
+                                resources={"lake": LakeResource(url=lake.url), "stages": LocalStageLauncher(),
+                                           "catalog": IcebergCatalogResource(lake_url=lake.url),
+                                           "sql": DuckDBSqlEngine(lake_url=lake.url)},
                                 raise_on_error=False)
         assert not result.success
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -348,6 +365,8 @@ def test_dagster_run_reports_the_checks_on_the_partition_and_a_failed_error_chec
         assert isinstance(materialization.metadata["rows_per_day"], dg.TableMetadataValue)
         assert isinstance(materialization.metadata["quarantine"], dg.MarkdownMetadataValue)
         assert isinstance(failed.metadata["summary"], dg.MarkdownMetadataValue)
+        assert materialization.metadata["publishable"].value is False
+        assert materialization.metadata["quarantine_snapshot_id"].value  # the audit's record is queryable
         assert instance.get_materialized_partitions(PROCESSED_TRADES) == {JULY.dagster_key()}
         assert not instance.get_materialized_partitions(dg.AssetKey(["analytics", "after_processed"]))
 

@@ -25,8 +25,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from market_etl.core.catalog import DATABASE
-from market_etl.core.catalog import TRADES_TABLE as GLUE_TRADES_TABLE
+from market_etl.core.tables import DATABASE, TRADES
 from market_etl.core.keys import TradePartition, Zone, lake_key
 from market_etl.definitions import build_definitions
 from market_etl.defs.keys import PROCESSED_TRADES, RAW_TRADES_ZIP, RAW_UNZIPPED_TRADES_CSV, TRADES_TABLE_ASSET
@@ -38,7 +37,9 @@ from market_etl.resources.sql import AthenaSqlEngine
 from market_etl.resources.stages import GlueStageLauncher, glue_arguments
 from market_etl.settings import Settings
 from market_etl_tests.fake_glue import REPO_ROOT, StandInGlueLauncher, deploy_stage_jobs
-from market_etl_tests.integration.test_catalog import glue  # noqa: F401  (fixture: the trades table in moto's Glue, as terraform declares it)
+from market_etl.lake import S3Lake
+from market_etl.lake.iceberg import load_table, open_catalog, snapshot_files
+from market_etl.resources.catalog import IcebergCatalogResource
 
 REGION = "us-east-1"
 SYMBOL, MONTH = "BTCUSDT", "2025-07"
@@ -66,6 +67,18 @@ def mirror(mirror_root):
 
 
 @pytest.fixture
+def glue(moto_endpoint):
+    """moto's Glue without a trades table: the publish step creates the Iceberg table from core.tables."""
+    client = boto3.client("glue", endpoint_url=moto_endpoint, region_name=REGION)
+    for spec_name in ("trades_binance", "trades_rejected"):
+        try:
+            client.delete_table(DatabaseName=DATABASE, Name=spec_name)
+        except client.exceptions.EntityNotFoundException:
+            pass
+    return client
+
+
+@pytest.fixture
 def aws(moto_endpoint, s3_bucket, mirror, tmp_path):
     """The aws runtime's settings on moto, with the stage jobs deployed, and its Glue stand-in launcher."""
     deploy_stage_jobs(moto_endpoint, s3_bucket, REGION)
@@ -89,8 +102,10 @@ def _materialize(settings, launcher, instance, assets):
     engine's Glue and Athena clients go to moto."""
     defs = build_definitions(settings)
     sql = AthenaSqlEngine(**{**defs.resources["sql"].model_dump(), "endpoint_url": launcher.moto_endpoint})
+    catalog = IcebergCatalogResource(**{**defs.resources["catalog"].model_dump(),
+                                        "glue_endpoint_url": launcher.moto_endpoint})
     defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
-                          resources={**defs.resources, "stages": launcher, "sql": sql})
+                          resources={**defs.resources, "stages": launcher, "sql": sql, "catalog": catalog})
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(partition_key=PARTITION.dagster_key(), instance=instance,
                                   asset_selection=assets, raise_on_error=False)
@@ -156,11 +171,18 @@ def test_one_partition_through_glue_and_moto(aws, glue, moto_endpoint, s3_bucket
     assert processed["dagster/row_count"] == rows
     assert sum(record.data["rows"] for record in processed["rows_per_day"].records) == rows
 
-    # The catalog: one Glue partition per day written, located at that day's directory in the bucket.
-    assert _metadata(result, TRADES_TABLE_ASSET)["glue_partitions_created"] == len(days)
-    registered = {int(p["Values"][2]): p["StorageDescriptor"]["Location"]
-                  for p in glue.get_partitions(DatabaseName=DATABASE, TableName=GLUE_TRADES_TABLE)["Partitions"]}
-    assert registered == {day: f"s3://{s3_bucket}/{lake_key(Zone.PROCESSED, PARTITION, day=day)}/" for day in days}
+    # The publish: one Iceberg commit in moto's Glue adding exactly the staged files of the ETL's run.
+    published = _metadata(result, TRADES_TABLE_ASSET)
+    assert published["files_added"] == len(parts) and published["rows_added"] == generated.rows
+    assert published["run_id"] == processed["run_id"] and published["snapshot_id"]
+    table_entry = glue.get_table(DatabaseName=DATABASE, Name=TRADES.name)["Table"]
+    assert table_entry["Parameters"]["table_type"].upper() == "ICEBERG"
+    assert table_entry["Parameters"]["metadata_location"].startswith(f"s3://{s3_bucket}/processed/trades/metadata/")
+    lake = S3Lake(s3_bucket, endpoint_url=moto_endpoint, region=REGION)
+    table = load_table(open_catalog(lake, glue=True, region=REGION, glue_endpoint_url=moto_endpoint,
+                                    s3_endpoint_url=moto_endpoint), lake, TRADES)
+    assert {f.path for f in snapshot_files(table)} == {f"s3://{s3_bucket}/{key}" for key in parts}
+    assert str(table.current_snapshot().snapshot_id) == published["snapshot_id"]
 
     # Each stage ran as one run of its Glue job, and moto's Glue recorded it with the partition's arguments.
     for asset, job_name in GLUE_JOBS.items():

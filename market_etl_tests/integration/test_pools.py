@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from market_etl.definitions import build_definitions
-from market_etl.defs.partitions import DOWNLOAD_POOL, UNZIP_POOL
-from market_etl.defs.processed import SPARK_POOL
+from market_etl.defs.keys import DOWNLOAD_POOL, SPARK_POOL, UNZIP_POOL
+
 from market_etl.instance import pool_limits
 from market_etl.settings import Settings
 from market_etl_tests.unit.test_terraform import _flat

@@ -16,8 +16,8 @@ import psycopg2
 import pytest
 
 from market_etl.core.keys import TradePartition
-from market_etl.defs.partitions import DOWNLOAD_POOL, UNZIP_POOL
-from market_etl.defs.processed import SPARK_POOL
+from market_etl.defs.keys import DOWNLOAD_POOL, SPARK_POOL, UNZIP_POOL
+
 from market_etl.instance import PRODUCTION_DAGSTER_YAML
 from market_etl.settings import Settings
 from market_etl_tests.integration.test_raw_asset import RAW, _env, _materialize

@@ -22,7 +22,7 @@ from market_etl.core.sql import SqlRejected, bind, get_query, require_read_only
 from market_etl.lake.query_engine import DuckDBQueryEngine
 from market_etl.query_cli import ExitCode
 from market_etl.resources.sql import DuckDBSqlEngine
-from market_etl_tests.lake_fixtures import build_processed_lake
+from market_etl_tests.lake_fixtures import build_processed_lake, publish_partition
 
 REGION = "us-east-1"
 BTC, ETH = TradePartition("BTCUSDT", "2025-07"), TradePartition("ETHUSDT", "2025-07")
@@ -34,9 +34,8 @@ HEAVY = ("dagster", "pyspark")
 def lake_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("query-cli-lake")
     build_processed_lake(root, [BTC, ETH], range(1, 3), 200, seed=11)
-    engine = DuckDBSqlEngine(lake_url=str(root))
     for partition in (BTC, ETH):
-        engine.register_trades_partition(partition)
+        publish_partition(root, partition)
     return root
 
 
@@ -153,7 +152,7 @@ def test_exit_code_no_data_without_a_catalog(tmp_path):
 def test_exit_code_engine_failed_when_a_registered_file_is_gone(tmp_path):
     root = tmp_path / "lake"
     build_processed_lake(root, [BTC], range(1, 2), 20, seed=1)
-    DuckDBSqlEngine(lake_url=str(root)).register_trades_partition(BTC)
+    publish_partition(root, BTC)
     next(root.rglob("*.parquet")).unlink()
     done = _run(["query", "trades_by_symbol"], _env(root))
     assert done.returncode == ExitCode.ENGINE_FAILED and "DuckDB could not run" in done.stderr

@@ -19,7 +19,6 @@ from market_etl import read
 from market_etl.core.keys import TradePartition
 from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl_tests.iceberg_fixtures import (
-    OHLCV_PARTITION_FIELDS,
     TRADES_SCHEMA,
     commit_files,
     create_table,
@@ -53,9 +52,6 @@ def lake(tmp_path_factory):
     source = build_processed_lake(root, [BTC, ETH], range(1, 4), 150, seed=5)
     source[BTC_AUGUST] = generate_trades(BTC_AUGUST, range(1, 3), 150, seed=5)
     build_processed_lake(root, [BTC_AUGUST], range(1, 3), 150, seed=5)
-    engine = DuckDBSqlEngine(lake_url=str(root))
-    for partition in source:
-        engine.register_trades_partition(partition)
 
     catalog = iceberg_catalog(root)
     trades = create_table(catalog, "trades_binance", TRADES_SCHEMA, ("year", "month", "day", "symbol"))
@@ -64,11 +60,12 @@ def lake(tmp_path_factory):
     july_published_at = dt.datetime.now(dt.timezone.utc)
     time.sleep(0.01)
     august = commit_files(trades.refresh(), write_trades_files(root, BTC_AUGUST, source[BTC_AUGUST], "v1"))
+    # What a publish leaves for the query command: DuckDB views over the tables' current snapshots (this
+    # creates the other declared tables, ohlcv_1m included, from core.tables).
+    DuckDBSqlEngine(lake_url=str(root)).refresh_views(catalog)
 
     bars = _query(root, ["ohlcv_1m", "--symbol", "BTCUSDT", "--month", "2025-07"], root / "bars.parquet")
-    ohlcv = create_table(catalog, "ohlcv_1m", bars.schema.append(pa.field("year", pa.int32()))
-                         .append(pa.field("month", pa.int32())).append(pa.field("symbol", pa.string())),
-                         OHLCV_PARTITION_FIELDS)
+    ohlcv = catalog.load_table("market_data.ohlcv_1m")
     commit_files(ohlcv, [write_ohlcv_file(root, BTC, bars, "v1")])
     return {"root": root, "catalog": catalog, "july": july, "august": august, "july_published_at": july_published_at}
 

@@ -107,7 +107,7 @@ def test_pipes_metadata_types():
 def test_table_assets_declare_columns_table_name_and_code_version():
     import dagster as dg
 
-    from market_etl.core.catalog import ANALYTICS_TABLES, TRADES_COLUMNS
+    from market_etl.core.tables import ANALYTICS_TABLES, TRADES_COLUMNS
     from market_etl.core.versions import TRANSFORM_VERSION
     from market_etl.definitions import build_definitions
     from market_etl.settings import Settings

@@ -35,6 +35,7 @@ from market_etl_tests.lake_fixtures import (
     build_processed_lake,
     generate_trades,
     write_bulk_partition,
+    publish_partition,
     write_processed_partition,
 )
 
@@ -51,9 +52,8 @@ def lake(tmp_path_factory):
     source = build_processed_lake(root, [JULY_BTC, JULY_ETH], range(1, 4), 300, seed=3, files_per_day=FILES_PER_DAY)
     source[AUGUST_BTC] = generate_trades(AUGUST_BTC, range(1, 3), 300, seed=3)
     write_processed_partition(root, AUGUST_BTC, source[AUGUST_BTC], files_per_day=FILES_PER_DAY)
-    engine = DuckDBSqlEngine(lake_url=str(root))
     for partition in source:
-        engine.register_trades_partition(partition)
+        publish_partition(root, partition)
     return root, [(p.symbol, t) for p, trades in source.items() for t in trades]
 
 
@@ -274,23 +274,22 @@ def test_query_file_format_errors_are_reported():
         get_query("nope")
 
 
-def test_ddl_matches_the_catalog_schema():
-    """The Athena DDL declares the columns and partition keys the code registers (and terraform creates)."""
+def test_ddl_matches_the_table_declaration():
+    """The hand-run Athena DDL declares the Iceberg table the code creates from core.tables."""
     import sqlglot
-    from sqlglot import exp
 
-    from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
     from market_etl.core.sql import SQL_DIR
+    from market_etl.core.tables import TRADES
 
     ddl = parse_named_queries((SQL_DIR / "athena_create_trades_table.sql").read_text(), "ddl")["create_trades_table"]
     create = sqlglot.parse_one(ddl.sql, read="athena")
     norm = lambda cols: [(c.name, c.args["kind"].sql("hive").lower().replace(" ", "")) for c in cols]
     assert create.this.this.sql() == "market_data.trades_binance"
-    assert norm(create.this.expressions) == list(TRADES_COLUMNS)
-    assert norm(create.find(exp.PartitionedByProperty).this.expressions) == list(TRADES_PARTITION_KEYS)
-    assert create.find(exp.FileFormatProperty).this.name.upper() == "PARQUET"
-    repair = parse_named_queries((SQL_DIR / "athena_repair_partitions.sql").read_text(), "repair")
-    assert "repair_from_storage" in repair and "projection" not in ddl.sql.lower()
+    assert norm(create.this.expressions) == list(TRADES.columns)
+    partitioned = ddl.sql.split("PARTITIONED BY (", 1)[1].split(")", 1)[0]
+    assert [p.strip() for p in partitioned.split(",")] == list(TRADES.partition_fields)
+    assert "'table_type' = 'ICEBERG'" in ddl.sql and "projection" not in ddl.sql.lower()
+    assert not (SQL_DIR / "athena_repair_partitions.sql").exists()  # nothing to repair: snapshots decide
 
 
 # ---------------------------------------------------------------- the CLI
@@ -402,7 +401,7 @@ def test_query_latency_on_a_demo_sized_lake(tmp_path):
         for symbol in DEMO_SYMBOLS:
             partition = TradePartition(symbol, month)
             write_bulk_partition(tmp_path, partition, DEMO_TRADES_PER_DAY)
-            engine.register_trades_partition(partition)
+            publish_partition(tmp_path, partition)
 
     vwap_seconds, vwap = _best_of(engine, bind(get_query("vwap_1m"), parameters_for(symbol="BTCUSDT",
                                                                                     date="2025-07-15")))

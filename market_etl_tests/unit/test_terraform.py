@@ -25,8 +25,8 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from market_etl.core import catalog
-from market_etl.core.catalog import ANALYTICS_TABLES
+from market_etl.core import tables as catalog
+from market_etl.core.tables import ANALYTICS_TABLES
 from market_etl_devtools.package import python_shell_additional_modules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -361,16 +361,16 @@ def test_trades_table_schema_and_partitions() -> None:
 @pytest.mark.parametrize("name", sorted(ANALYTICS_TABLES))
 def test_analytics_tables_declare_the_code_columns(name: str) -> None:
     """The Glue table the engine registers UNLOAD runs in: columns, types and partition keys as the code
-    declares them (market_etl.core.catalog.ANALYTICS_TABLES), Parquet under analytics/<name>/."""
+    declares them (market_etl.core.tables.ANALYTICS_TABLES), Parquet under analytics/<name>/."""
     declared = ANALYTICS_TABLES[name]
     table = _resources("aws_glue_catalog_table")[name]
     assert table["name"] == name
     assert table["database_name"] == "${aws_glue_catalog_database.market_data.name}"
     assert table["table_type"] == "EXTERNAL_TABLE"
     (storage,) = table["storage_descriptor"]
-    assert [(column["name"], column["type"]) for column in storage["columns"]] == list(declared.columns)
+    assert [(column["name"], column["type"]) for column in storage["columns"]] == list(declared.data_columns)
     assert all(column.get("comment") for column in storage["columns"]), name
-    assert [(key["name"], key["type"]) for key in table["partition_keys"]] == list(declared.partition_keys)
+    assert [(key["name"], key["type"]) for key in table["partition_keys"]] == list(declared.partition_columns)
     assert _resolve(storage["location"]) == f"s3://${{local.bucket_name}}/analytics/{name}/"
     assert storage["ser_de_info"][0]["serialization_library"].endswith("ParquetHiveSerDe")
     assert not any(key.startswith("projection.") for key in table.get("parameters", {}))

@@ -14,7 +14,7 @@ from pyspark.sql import Observation
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from market_etl.core import catalog
+from market_etl.core import tables as catalog
 from market_etl.core.checks import (
     CHECKS,
     RULE_CHECKS,

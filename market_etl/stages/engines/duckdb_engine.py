@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from market_etl.core.catalog import TRADES_COLUMNS, TRADES_PARTITION_KEYS
+from market_etl.core.tables import TRADES_COLUMNS, TRADES_PARTITION_KEYS
 from market_etl.core.checks import RULE_CHECKS, contiguity_outcome, reconciliation_outcome, rule_check_outcome
 from market_etl.core.keys import (
     TradePartition,
@@ -415,9 +415,9 @@ def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
     """The last build's result when nothing changed since: the same data version (source archive sha256 and
     TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None."""
     from market_etl.core.checks import CheckOutcome
-    from market_etl.stages.etl import EtlResult, Paths, data_version
+    from market_etl.stages.etl import EtlResult, data_version
 
-    current = data_version(lake, Paths.of(partition).source)
+    current = data_version(lake, lake_key(Zone.RAW_UNZIPPED, partition))
     last = lake.read_meta(last_build_key(partition)) or {}
     if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
         return None
@@ -444,25 +444,27 @@ def record_build(lake: Lake, result, reject_tolerance: float) -> None:
 
 
 def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
-                   run_id: str | None = None, threads: int | None = None, force: bool = False):
+                   run_id: str | None = None, dagster_run_id: str | None = None, threads: int | None = None,
+                   force: bool = False):
     """The whole stage for one partition on DuckDB: staged files + manifest, the stage's metadata and checks.
 
     Skips (metadata `status` "up to date", with the reason) when `up_to_date` finds nothing changed, unless
     `force`. Raises SchemaDrift / SourceError / UpstreamMissing as the Spark engine does; nothing is
     committed (the publish step commits the manifest's files when its blocking checks passed).
     """
-    from market_etl.stages.etl import TRANSFORM_VERSION, EtlResult, Paths, data_version, preflight
+    from market_etl.stages.etl import TRANSFORM_VERSION, EtlResult, Paths, data_version, operator_metadata, preflight
 
     if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
         return previous
     started = time.perf_counter()
-    paths = Paths.of(partition)
-    layout = preflight(lake, partition)
     run_id = run_id or new_run_id()
+    paths = Paths.of(partition, run_id)
+    layout = preflight(lake, partition)
     engine = DuckDBEngine(partition, lake, layout, source_key=paths.source,
                           workdir_key=workdir_key(partition, run_id), run_id=run_id, threads=threads)
     staged, counts, checks = engine.run(reject_tolerance)
-    staged = StagedVersion(**{**staged.__dict__, "transform_version": TRANSFORM_VERSION})
+    staged = StagedVersion(**{**staged.__dict__, "transform_version": TRANSFORM_VERSION,
+                              "dagster_run_id": dagster_run_id})
     manifest = write_manifest(lake, staged)
     seconds = time.perf_counter() - started
     ids: IdLayout = counts["ids"]
@@ -493,10 +495,15 @@ def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: f
         "rows_per_second": round(staged.rows_in / seconds) if seconds else 0,
         "status": "built",
         "run_id": staged.run_id,
-        "staged_manifest": lake.uri(manifest),
+        "manifest_key": manifest,
+        "manifest_uri": lake.uri(manifest),
+        "publishable": staged.publishable,
+        "failed_blocking_checks": list(staged.failed_blocking_checks),
+        "source_sha256": staged.source_sha256,
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if staged.rows_rejected else None,
     }
+    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
     result = EtlResult(partition, metadata, checks, data_version(lake, paths.source))
     if result.data_version is not None:
         record_build(lake, result, reject_tolerance)
