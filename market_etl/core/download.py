@@ -26,7 +26,7 @@ import requests
 from market_etl.core import defaults
 from market_etl.core.binance import archive_name, archive_url, checksum_url, parse_checksum
 from market_etl.core.keys import TradePartition, Zone, lake_key
-from market_etl.lake import Lake
+from market_etl.core.storage import Storage
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
@@ -42,7 +42,7 @@ class _ResumableBody:
     """The archive's bytes across attempts: one lake write and one running SHA-256, so a broken-off body
     resumes with a Range request from what was received instead of starting over."""
 
-    def __init__(self, lake: Lake, key: str) -> None:
+    def __init__(self, lake: Storage, key: str) -> None:
         self.lake, self.key = lake, key
         self.writer = None
         self.digest = hashlib.sha256()
@@ -272,7 +272,7 @@ def fetch_expected_sha256(session, base_url: str, partition: TradePartition, tim
 def download_archive(
     partition: TradePartition,
     base_url: str,
-    lake: Lake,
+    lake: Storage,
     *,
     allow_missing_checksum: bool = defaults.ALLOW_MISSING_CHECKSUM,
     timeout: tuple[float, float] = (defaults.HTTP_CONNECT_TIMEOUT_SECONDS, defaults.HTTP_TIMEOUT_SECONDS),

@@ -26,7 +26,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from market_etl.core.binance import csv_member_name
 from market_etl.core.keys import TradePartition, UpstreamMissing, Zone, lake_key
-from market_etl.lake import Lake
+from market_etl.core.storage import Storage
 
 try:  # ISA-L: ~3x stdlib zlib; the same decompressobj/crc32 interface.
     from isal import isal_zlib as _zlib
@@ -337,7 +337,7 @@ def stream_member(fp: BinaryIO, member: Member, write: Callable[[bytes], object]
     return StreamStats(uncompressed_bytes=total, lines=lines, crc32=crc, seconds=time.perf_counter() - started)
 
 
-def unzip_partition(partition: TradePartition, lake: Lake, limits: UnzipLimits = UnzipLimits()) -> UnzipResult:
+def unzip_partition(partition: TradePartition, lake: Storage, limits: UnzipLimits = UnzipLimits()) -> UnzipResult:
     """Build raw_unzipped for `partition` from its raw archive, or skip when already built from it.
 
     The data version is the raw archive's sha256 (its sidecar): unchanged and the

@@ -41,6 +41,7 @@ from market_etl.core.checks import (
 from market_etl.core.keys import (
     RUN_ID_PATTERN,
     TradePartition,
+    UpstreamMissing,
     Zone,
     lake_key,
     new_run_id,
@@ -94,10 +95,6 @@ _SCRATCH_PART = re.compile(rf"{DAY_DIRECTORY}=(\d+)/(part-[^/]*\.parquet)")
 MAX_FIRST_LINE = 64 * 1024
 log = logging.getLogger(__name__)  # phase lines; `main` forwards them to the Pipes log (the run's log in the UI)
 MAX_CONFLICTS_LISTED = 10
-
-
-class UpstreamMissing(RuntimeError):
-    pass
 
 
 @dataclass
