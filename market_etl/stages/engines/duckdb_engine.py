@@ -415,7 +415,7 @@ def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
     """The last build's result when nothing changed since: the same data version (source archive sha256 and
     TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None."""
     from market_etl.core.checks import CheckOutcome
-    from market_etl.stages.etl import EtlResult, data_version
+    from market_etl.stages.etl import EtlResult, data_version, operator_metadata
 
     current = data_version(lake, lake_key(Zone.RAW_UNZIPPED, partition))
     last = lake.read_meta(last_build_key(partition)) or {}
@@ -427,8 +427,10 @@ def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
     staged = StagedVersion.from_json(lake.get_bytes(manifest))
     if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
         return None
+
     metadata = {**last["metadata"], "status": "up to date",
                 "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
+    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
     checks = [CheckOutcome(**c) for c in last["checks"]]
     return EtlResult(partition, metadata, checks, current)
 
@@ -503,8 +505,9 @@ def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: f
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if staged.rows_rejected else None,
     }
-    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
     result = EtlResult(partition, metadata, checks, data_version(lake, paths.source))
     if result.data_version is not None:
         record_build(lake, result, reject_tolerance)
+    # Typed values for the UI (tables, schema), derived from the staged files; not part of the JSON record.
+    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
     return result
