@@ -2,7 +2,8 @@
 
 No terraform binary can be installed here, so the HCL is parsed with
 python-hcl2 and checked against what the code expects (job names, script
-paths, the trades table schema) and against the security rules of the stack
+paths, the Iceberg tables of market_etl/core/tables.py and the Glue calls
+pyiceberg makes to commit them) and against the security rules of the stack
 (TLS-only buckets, public access blocked, lifecycle backstops, no wildcard
 actions, no delete on raw/). One test runs checkov through scripts/checkov.sh,
 in its own venv.
@@ -617,8 +618,8 @@ def test_orchestrator_may_make_every_glue_call_of_the_commit_path_on_the_declare
 def test_orchestrator_writes_iceberg_metadata_and_deletes_only_in_table_directories() -> None:
     """Commits write under each table's metadata/, maintenance deletes unreferenced files under each table's
     directory and killed runs' scratch; UNLOAD writes analytics/. It reads the staged files and manifests
-    (processed/_staged/), the quarantine and every table. Never a write in raw/ or the ETL's zones'
-    data outside the tables."""
+    (processed/_staged/), the quarantine and every table. No write in raw/, raw_unzipped/ or the
+    staged data files themselves: it commits them where the ETL wrote them."""
     statements = _orchestrator_statements()
     locations = {table.location_key for table in TABLES.values()}
     assert _lake_prefixes(statements, "s3:PutObject") == (
@@ -660,13 +661,16 @@ def test_glue_log_groups_have_retention_and_kms() -> None:
     assert _resolve(_flat("locals")["glue_log_group_name"]) == "/aws-glue/jobs/market-etl"
 
 
-def test_athena_workgroup_is_enforced_encrypted_and_capped() -> None:
+def test_athena_workgroup_is_engine_v3_enforced_encrypted_and_capped() -> None:
     (workgroup,) = _resources("aws_athena_workgroup").values()
     assert _resolve(workgroup["name"]) == "market-etl"
     (configuration,) = workgroup["configuration"]
     assert configuration["enforce_workgroup_configuration"] is True
     assert configuration["publish_cloudwatch_metrics_enabled"] is True
     assert configuration["bytes_scanned_cutoff_per_query"] == "${var.athena_bytes_scanned_cutoff}"
+    # Engine version 3 reads Iceberg tables natively (the aws runtime's tables are Iceberg).
+    (engine,) = configuration["engine_version"]
+    assert engine["selected_engine_version"] == "Athena engine version 3"
     (result,) = configuration["result_configuration"]
     assert _resolve(result["output_location"]) == "s3://${aws_s3_bucket.lake.id}/athena-results/"
     (encryption,) = result["encryption_configuration"]
