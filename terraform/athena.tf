@@ -3,6 +3,10 @@
 # enforce_workgroup_configuration: clients cannot override the result
 # location, the encryption or the scan cutoff, so a query always writes
 # encrypted results into athena-results/ and a runaway scan is cancelled.
+#
+# Engine version 3: it reads the lake's Apache Iceberg tables natively, through
+# the metadata pyiceberg commits under each table's metadata/ directory
+# (glue_catalog.tf); the orchestrator policy grants that read (iam.tf).
 
 resource "aws_athena_workgroup" "market_etl" {
   name        = var.project_name

@@ -2,13 +2,16 @@
 #
 # Least privilege, checked by market_etl_tests/unit/test_terraform.py and checkov:
 # - no wildcard action (no "*", no "service:*") in any Allow statement;
-# - every resource is this project's bucket prefix, catalog table, job, log
-#   group, workgroup or key. The one Resource "*" is cloudwatch:PutMetricData,
+# - every resource is this project's bucket prefix, catalog database or
+#   table (named one by one), job, log group, workgroup or key. The one Resource "*" is cloudwatch:PutMetricData,
 #   which has no resource-level permissions (AWS requirement), narrowed by a
 #   namespace condition;
 # - the ETL role deletes only in processed/, rejected/ and temp/; under raw/
 #   (the source of truth) nothing may delete a zip: the download role may
-#   only drop a zip's .meta.json sidecar before replacing the zip.
+#   only drop a zip's .meta.json sidecar before replacing the zip;
+# - only the orchestrator touches the Glue Data Catalog: it commits the
+#   Iceberg tables (pyiceberg's GlueCatalog). The job roles make no catalog
+#   call at all.
 
 # =============================================================================
 # Trust policy shared by the three job roles
@@ -213,6 +216,11 @@ resource "aws_iam_role_policy" "unzip" {
 
 # =============================================================================
 # ETL role: reads raw_unzipped/, writes processed/, rejected/, temp/
+#
+# The ETL only writes files (run-unique data files under processed/ and
+# rejected/, scratch under temp/, its manifest under processed/_staged/); the
+# orchestrator audits and commits them to the Iceberg tables. So this role has
+# no Glue Data Catalog permission at all.
 # =============================================================================
 
 data "aws_iam_policy_document" "etl" {
@@ -245,31 +253,6 @@ data "aws_iam_policy_document" "etl" {
     ]
   }
 
-  # Partition APIs on the trades table only (catalog and database ARNs are
-  # required alongside the table ARN for table-level calls).
-  statement {
-    sid    = "TradesTablePartitions"
-    effect = "Allow"
-    actions = [
-      "glue:BatchCreatePartition",
-      "glue:BatchDeletePartition",
-      "glue:BatchGetPartition",
-      "glue:BatchUpdatePartition",
-      "glue:CreatePartition",
-      "glue:DeletePartition",
-      "glue:GetDatabase",
-      "glue:GetPartition",
-      "glue:GetPartitions",
-      "glue:GetTable",
-      "glue:UpdatePartition",
-    ]
-    resources = [
-      local.glue_catalog_arn,
-      local.glue_database_arn,
-      local.glue_table_arn,
-    ]
-  }
-
   # --enable-metrics: cloudwatch:PutMetricData supports no resource-level
   # permissions, so Resource "*" is required; the condition limits it to
   # Glue's metric namespace.
@@ -288,7 +271,7 @@ data "aws_iam_policy_document" "etl" {
 
 resource "aws_iam_role" "etl" {
   name                 = "${var.project_name}-glue-etl"
-  description          = "Glue job market-etl-etl: raw_unzipped/ CSV to processed/ Parquet, rejected/ quarantine, trades partitions."
+  description          = "Glue job market-etl-etl: raw_unzipped/ CSV to staged processed/ Parquet and rejected/ quarantine files, with their manifest; no catalog access."
   assume_role_policy   = data.aws_iam_policy_document.glue_assume_role.json
   max_session_duration = 3600
 }
@@ -353,44 +336,121 @@ data "aws_iam_policy_document" "orchestrator" {
     resources = [aws_athena_workgroup.market_etl.arn]
   }
 
-  # What an Athena query needs with the caller's credentials: the tables'
-  # metadata (Athena also reads the "default" database), their Parquet files,
-  # and the workgroup's result prefix.
+  # The Iceberg tables in the Glue Data Catalog (glue_catalog.tf): the four
+  # tables market_etl/core/tables.py declares, named one by one. Reads serve
+  # pyiceberg (load a table, list the database) and Athena, which reads the
+  # catalog with the caller's credentials (it also looks up "default").
   statement {
-    sid    = "ReadTableMetadata"
+    sid    = "ReadIcebergCatalog"
     effect = "Allow"
     actions = [
-      "glue:BatchGetPartition",
       "glue:GetDatabase",
-      "glue:GetPartition",
-      "glue:GetPartitions",
       "glue:GetTable",
+      "glue:GetTables",
     ]
     resources = [
       local.glue_catalog_arn,
       "arn:${local.partition}:glue:${local.region}:${local.account_id}:database/default",
       local.glue_database_arn,
-      local.glue_table_arn,
-      aws_glue_catalog_table.ohlcv_1m.arn,
-      aws_glue_catalog_table.daily_trade_stats.arn,
+      "${local.glue_table_arn_prefix}trades_binance",
+      "${local.glue_table_arn_prefix}trades_rejected",
+      "${local.glue_table_arn_prefix}ohlcv_1m",
+      "${local.glue_table_arn_prefix}daily_trade_stats",
     ]
   }
 
-  # analytics/: the asset checks query it, and the engine reads the Parquet
-  # footers of what an UNLOAD wrote (row counts).
+  # The first use creates the tables from the code's declaration
+  # (create_namespace_if_not_exists, then create_table): Glue answers
+  # "already exists" for the database Terraform made, but only after IAM let
+  # the CreateDatabase call through.
   statement {
-    sid     = "ReadQueriedZones"
+    sid       = "CreateIcebergDatabase"
+    effect    = "Allow"
+    actions   = ["glue:CreateDatabase"]
+    resources = [local.glue_catalog_arn, local.glue_database_arn]
+  }
+
+  # A commit writes new metadata files, then swaps the table's
+  # metadata_location with glue:UpdateTable, conditioned on the Glue table
+  # version it read (optimistic concurrency: the loser retries). No
+  # DeleteTable: nothing in the pipeline drops a table.
+  statement {
+    sid    = "CommitIcebergTables"
+    effect = "Allow"
+    actions = [
+      "glue:CreateTable",
+      "glue:UpdateTable",
+    ]
+    resources = [
+      local.glue_catalog_arn,
+      local.glue_database_arn,
+      "${local.glue_table_arn_prefix}trades_binance",
+      "${local.glue_table_arn_prefix}trades_rejected",
+      "${local.glue_table_arn_prefix}ohlcv_1m",
+      "${local.glue_table_arn_prefix}daily_trade_stats",
+    ]
+  }
+
+  # Read: the staged files and manifests (processed/_staged/) the publish
+  # step audits and commits, the quarantine, the analytics UNLOAD output
+  # (row counts from Parquet footers), every table's Iceberg metadata, and
+  # the data files an Athena query scans with the caller's credentials.
+  statement {
+    sid     = "ReadLakeTables"
     effect  = "Allow"
     actions = ["s3:GetObject"]
     resources = [
       "${local.bucket_arn}/${local.prefix_processed}*",
+      "${local.bucket_arn}/${local.prefix_rejected}*",
       "${local.bucket_arn}/${local.prefix_analytics}*",
     ]
   }
 
-  # Athena's UNLOAD writes analytics runs with the caller's credentials; the
-  # engine deletes a failed run's prefix, and older runs once the Glue
-  # partition points at the new one.
+  # Each commit writes metadata JSON, manifest lists and manifests under the
+  # table's own metadata/ directory, and nowhere else.
+  statement {
+    sid    = "WriteIcebergMetadata"
+    effect = "Allow"
+    actions = [
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+      "s3:PutObject",
+    ]
+    resources = [
+      "${local.bucket_arn}/${local.prefix_processed}trades/metadata/*",
+      "${local.bucket_arn}/${local.prefix_rejected}trades/metadata/*",
+      "${local.bucket_arn}/${local.prefix_analytics}ohlcv_1m/metadata/*",
+      "${local.bucket_arn}/${local.prefix_analytics}daily_trade_stats/metadata/*",
+    ]
+  }
+
+  # The maintenance job deletes, under each table's directory, the files no
+  # remaining snapshot references (old versions past the retention, the
+  # loser of a concurrent publish, metadata the catalog no longer lists).
+  statement {
+    sid       = "CollectUnreferencedFiles"
+    effect    = "Allow"
+    actions   = ["s3:DeleteObject"]
+    resources = [
+      "${local.bucket_arn}/${local.prefix_processed}trades/*",
+      "${local.bucket_arn}/${local.prefix_rejected}trades/*",
+      "${local.bucket_arn}/${local.prefix_analytics}ohlcv_1m/*",
+      "${local.bucket_arn}/${local.prefix_analytics}daily_trade_stats/*",
+    ]
+  }
+
+  # The maintenance job also deletes scratch output killed runs left in
+  # temp/ (a lifecycle rule expires it too, later).
+  statement {
+    sid       = "DeleteExpiredScratch"
+    effect    = "Allow"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${local.bucket_arn}/${local.prefix_temp}*"]
+  }
+
+  # Athena's UNLOAD writes each analytics run into its own prefix with the
+  # caller's credentials; the engine deletes a run's prefix when its commit
+  # fails.
   statement {
     sid    = "WriteAnalyticsRuns"
     effect = "Allow"
@@ -413,29 +473,6 @@ data "aws_iam_policy_document" "orchestrator" {
       "s3:PutObject",
     ]
     resources = ["${local.bucket_arn}/${local.prefix_athena_results}*"]
-  }
-
-  # Partitions are registered by the pipeline only once the partition's
-  # blocking checks have passed (glue_catalog.tf): that step runs in Dagster.
-  # Analytics partitions are created, then moved to each new run's prefix.
-  statement {
-    sid    = "RegisterPartitions"
-    effect = "Allow"
-    actions = [
-      "glue:BatchCreatePartition",
-      "glue:BatchDeletePartition",
-      "glue:BatchUpdatePartition",
-      "glue:CreatePartition",
-      "glue:DeletePartition",
-      "glue:UpdatePartition",
-    ]
-    resources = [
-      local.glue_catalog_arn,
-      local.glue_database_arn,
-      local.glue_table_arn,
-      aws_glue_catalog_table.ohlcv_1m.arn,
-      aws_glue_catalog_table.daily_trade_stats.arn,
-    ]
   }
 
   statement {
@@ -461,6 +498,6 @@ data "aws_iam_policy_document" "orchestrator" {
 
 resource "aws_iam_policy" "orchestrator" {
   name        = "${var.project_name}-dagster-orchestrator"
-  description = "Dagster side of market-etl: run and stop the three Glue stage jobs, exchange Pipes messages under pipes/, query Athena in the project workgroup, register validated trades partitions, write analytics with Athena UNLOAD and register them."
+  description = "Dagster side of market-etl: run and stop the three Glue stage jobs, exchange Pipes messages under pipes/, query Athena in the project workgroup, write analytics with Athena UNLOAD, commit audited files to the Iceberg tables in Glue, collect unreferenced files."
   policy      = data.aws_iam_policy_document.orchestrator.json
 }

@@ -33,13 +33,16 @@ locals {
   prefix_athena_results = "athena-results/"
   prefix_artifacts      = "artifacts/"
 
-  # Catalog names the code uses (Dagster resources, sql/ queries).
+  # Catalog names the code uses (market_etl/core/tables.py DATABASE; the
+  # tables in it are Iceberg tables the pipeline creates, glue_catalog.tf).
+  # IAM statements name each table as "${local.glue_table_arn_prefix}<name>"
+  # and its directory under the zone prefix; the tests compare both with the
+  # code's declaration (TABLES: name, location_key).
   glue_database_name = "market_data"
-  glue_table_name    = "trades_binance"
 
-  glue_catalog_arn  = "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog"
-  glue_database_arn = "arn:${local.partition}:glue:${local.region}:${local.account_id}:database/${local.glue_database_name}"
-  glue_table_arn    = "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${local.glue_database_name}/${local.glue_table_name}"
+  glue_catalog_arn      = "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog"
+  glue_database_arn     = "arn:${local.partition}:glue:${local.region}:${local.account_id}:database/${local.glue_database_name}"
+  glue_table_arn_prefix = "arn:${local.partition}:glue:${local.region}:${local.account_id}:table/${local.glue_database_name}/"
 
   # CloudWatch log group of the Glue jobs (logs.tf).
   glue_log_group_name = "/aws-glue/jobs/${var.project_name}"

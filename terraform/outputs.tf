@@ -27,18 +27,13 @@ output "kms_key_alias" {
 }
 
 output "glue_database_name" {
-  description = "Glue Data Catalog database holding the trades table."
+  description = "Glue Data Catalog database of the lake's Iceberg tables."
   value       = aws_glue_catalog_database.market_data.name
 }
 
-output "glue_table_name" {
-  description = "Glue Data Catalog table of processed trades (partitions registered by the pipeline after its checks pass)."
-  value       = aws_glue_catalog_table.trades_binance.name
-}
-
-output "glue_analytics_table_names" {
-  description = "Glue Data Catalog tables of the analytics assets (Athena UNLOAD output; one partition per symbol-month, moved to each new run)."
-  value       = [aws_glue_catalog_table.ohlcv_1m.name, aws_glue_catalog_table.daily_trade_stats.name]
+output "glue_table_names" {
+  description = "Iceberg tables the pipeline creates in that database on first use (market_etl/core/tables.py); Terraform grants their commit path, it does not declare them."
+  value       = ["trades_binance", "trades_rejected", "ohlcv_1m", "daily_trade_stats"]
 }
 
 output "glue_job_names" {

@@ -2,7 +2,8 @@
 
 No terraform binary can be installed here, so the HCL is parsed with
 python-hcl2 and checked against what the code expects (job names, script
-paths, the trades table schema) and against the security rules of the stack
+paths, the Iceberg tables of market_etl/core/tables.py and the Glue calls
+pyiceberg makes to commit them) and against the security rules of the stack
 (TLS-only buckets, public access blocked, lifecycle backstops, no wildcard
 actions, no delete on raw/). One test runs checkov through scripts/checkov.sh,
 in its own venv.
@@ -15,6 +16,7 @@ they are and are compared as such.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 import subprocess
@@ -26,15 +28,16 @@ import pytest
 from hcl2 import SerializationOptions
 
 from market_etl.core import tables as catalog
-from market_etl.core.tables import ANALYTICS_TABLES
+from market_etl.core.keys import TradePartition, new_run_id, staged_manifest_key, staged_rejected_file_key, staged_trades_file_key
+from market_etl.core.tables import TABLES
 from market_etl_devtools.package import python_shell_additional_modules
 
 REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "terraform"
 
-# The processed trades schema, in order, as the code declares it (the ETL writes it, the catalog registers it).
-TRADES_COLUMNS: list[tuple[str, str]] = list(catalog.TRADES_COLUMNS)
-TRADES_PARTITION_KEYS: list[tuple[str, str]] = list(catalog.TRADES_PARTITION_KEYS)
+# The Iceberg tables as the code declares them (market_etl/core/tables.py): Terraform names them for IAM.
+TABLE_ARNS = {f"${{local.glue_table_arn_prefix}}{name}" for name in TABLES}
+CATALOG_AND_DATABASE = {"${local.glue_catalog_arn}", "${local.glue_database_arn}"}
 
 # Glue job name -> the stage script it runs (repo-relative). The scripts are
 # planned; until they exist the test only requires the path to be one of these.
@@ -257,7 +260,7 @@ def test_every_output_has_description() -> None:
     assert {
         "bucket_name",
         "glue_database_name",
-        "glue_table_name",
+        "glue_table_names",
         "glue_job_names",
         "glue_role_arns",
         "athena_workgroup_name",
@@ -341,39 +344,17 @@ def test_glue_security_configuration_encrypts_everything_with_kms() -> None:
         assert block[0]["kms_key_arn"] == KMS_KEY_ARN
 
 
-def test_trades_table_schema_and_partitions() -> None:
+def test_terraform_declares_the_database_and_leaves_the_tables_to_the_code() -> None:
+    """One declaration of the tables: market_etl/core/tables.py. Terraform makes the database the code
+    names and no Glue table (a Hive table, or an Iceberg one without the code's partition spec, would be
+    loaded as it is and shadow the declaration); its output lists the tables the code creates."""
     (database,) = _resources("aws_glue_catalog_database").values()
-    assert _resolve(database["name"]) == "market_data"
-    assert set(_resources("aws_glue_catalog_table")) == {"trades_binance", *ANALYTICS_TABLES}
-    table = _resources("aws_glue_catalog_table")["trades_binance"]
-    assert _resolve(table["name"]) == "trades_binance"
-    assert table["database_name"] == "${aws_glue_catalog_database.market_data.name}"
-    assert table["table_type"] == "EXTERNAL_TABLE"
-    (storage,) = table["storage_descriptor"]
-    assert [(column["name"], column["type"]) for column in storage["columns"]] == TRADES_COLUMNS
-    assert [(key["name"], key["type"]) for key in table["partition_keys"]] == TRADES_PARTITION_KEYS
-    assert _resolve(storage["location"]) == "s3://${local.bucket_name}/processed/trades/"
-    assert storage["ser_de_info"][0]["serialization_library"].endswith("ParquetHiveSerDe")
-    # Partitions are registered after the checks pass, never projected.
-    assert not any(key.startswith("projection.") for key in table.get("parameters", {}))
-
-
-@pytest.mark.parametrize("name", sorted(ANALYTICS_TABLES))
-def test_analytics_tables_declare_the_code_columns(name: str) -> None:
-    """The Glue table the engine registers UNLOAD runs in: columns, types and partition keys as the code
-    declares them (market_etl.core.tables.ANALYTICS_TABLES), Parquet under analytics/<name>/."""
-    declared = ANALYTICS_TABLES[name]
-    table = _resources("aws_glue_catalog_table")[name]
-    assert table["name"] == name
-    assert table["database_name"] == "${aws_glue_catalog_database.market_data.name}"
-    assert table["table_type"] == "EXTERNAL_TABLE"
-    (storage,) = table["storage_descriptor"]
-    assert [(column["name"], column["type"]) for column in storage["columns"]] == list(declared.data_columns)
-    assert all(column.get("comment") for column in storage["columns"]), name
-    assert [(key["name"], key["type"]) for key in table["partition_keys"]] == list(declared.partition_columns)
-    assert _resolve(storage["location"]) == f"s3://${{local.bucket_name}}/analytics/{name}/"
-    assert storage["ser_de_info"][0]["serialization_library"].endswith("ParquetHiveSerDe")
-    assert not any(key.startswith("projection.") for key in table.get("parameters", {}))
+    assert _resolve(database["name"]) == catalog.DATABASE
+    assert not _resources("aws_glue_catalog_table"), "the tables are created by the code (glue_catalog.tf)"
+    assert _flat("output")["glue_table_names"]["value"] == list(TABLES)
+    locals_ = _flat("locals")
+    assert _resolve(locals_["glue_database_arn"]).endswith(f":database/{catalog.DATABASE}")
+    assert _resolve(locals_["glue_table_arn_prefix"]).endswith(f":table/{catalog.DATABASE}/")
 
 
 # =============================================================================
@@ -555,18 +536,12 @@ def test_nothing_in_the_stack_may_delete_a_raw_zip() -> None:
                         assert resource == f"{BUCKET_ARN}/raw/*.meta.json", f"{where} may delete {resource}"
 
 
-def test_glue_catalog_access_is_scoped_to_the_trades_table() -> None:
-    locals_ = _flat("locals")
-    assert locals_["glue_table_arn"].endswith(":table/${local.glue_database_name}/${local.glue_table_name}")
-    scoped = {"${local.glue_catalog_arn}", "${local.glue_database_arn}", "${local.glue_table_arn}"}
+def test_job_roles_make_no_catalog_calls() -> None:
+    """The stages only write files; the orchestrator commits them. No job role may touch the catalog."""
     for role in ("download", "unzip", "etl"):
         for statement in _role_statements(role):
-            if any(action.startswith("glue:") for action in statement["actions"]):
-                assert role == "etl", f"{role} has no business in the catalog"
-                assert set(statement["resources"]) == scoped
-    partition_apis = {"glue:BatchCreatePartition", "glue:GetPartitions", "glue:UpdatePartition"}
-    etl_glue_actions = {action for statement in _role_statements("etl") for action in statement["actions"]}
-    assert partition_apis <= etl_glue_actions
+            glue = [action for action in statement["actions"] if action.startswith("glue:")]
+            assert not glue, f"{role}/{statement.get('sid')} grants {glue}"
 
 
 def test_job_roles_share_key_logs_and_pipes_access() -> None:
@@ -590,20 +565,73 @@ def test_orchestrator_policy_runs_only_the_three_jobs() -> None:
     assert "pipes/*" in _lake_prefixes(statements, "s3:PutObject")
 
 
-def test_orchestrator_writes_analytics_and_registers_only_validated_tables() -> None:
-    """Athena's UNLOAD writes with the caller's credentials: the orchestrator may write and delete in
-    analytics/ (besides its pipes/ and athena-results/ prefixes), never in the stage zones, and may register
-    partitions of the trades and the analytics tables only."""
+def _orchestrator_statements() -> list[dict[str, Any]]:
     (policy,) = _resources("aws_iam_policy").values()
-    statements = _statements(_policy_doc_name(policy["policy"]))
-    assert _lake_prefixes(statements, "s3:PutObject") == {"pipes/*", "athena-results/*", "analytics/*"}
-    assert _lake_prefixes(statements, "s3:DeleteObject") == {"pipes/*", "analytics/*"}
-    assert {"processed/*", "analytics/*"} <= _lake_prefixes(statements, "s3:GetObject")
-    tables = {"${local.glue_table_arn}", *(f"${{aws_glue_catalog_table.{name}.arn}}" for name in ANALYTICS_TABLES)}
-    for action in ("glue:BatchCreatePartition", "glue:BatchUpdatePartition", "glue:GetPartitions"):
-        granted = {r for st in statements if _allows(st) and action in st["actions"] for r in st["resources"]}
-        assert tables <= granted, action
-        assert {r for r in granted if "table" in r} == tables, action
+    return _statements(_policy_doc_name(policy["policy"]))
+
+
+def _granted(statements: list[dict[str, Any]], action: str) -> set[str]:
+    return {r for st in statements if _allows(st) and action in st["actions"] for r in st["resources"]}
+
+
+def _glue_calls(method_names: set[str]) -> set[str]:
+    """IAM actions of the Glue API calls pyiceberg's GlueCatalog makes from these methods, following its
+    own helper methods (self._x(...)) into their calls (self.glue.get_table(...) -> glue:GetTable)."""
+    import inspect
+
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    seen: set[str] = set()
+    calls: set[str] = set()
+    todo = list(method_names)
+    while todo:
+        name = todo.pop()
+        if name in seen or not hasattr(GlueCatalog, name):
+            continue
+        seen.add(name)
+        source = inspect.getsource(getattr(GlueCatalog, name))
+        calls |= set(re.findall(r"self\.glue\.([a-z_]+)\(", source))
+        todo += re.findall(r"self\.(_?[a-z][a-z_]*)\(", source)
+    return {"glue:" + "".join(part.title() for part in call.split("_")) for call in calls}
+
+
+def test_orchestrator_may_make_every_glue_call_of_the_commit_path_on_the_declared_tables_only() -> None:
+    """What pyiceberg's GlueCatalog calls when the pipeline loads, creates and commits a table
+    (market_etl/lake/iceberg.py) is granted on the catalog, the database and each table of
+    market_etl/core/tables.py by name; Athena's reads as well; nothing on partitions, nothing that drops."""
+    statements = _orchestrator_statements()
+    used = _glue_calls({"load_table", "create_table", "create_namespace", "commit_table", "list_tables"})
+    assert {"glue:GetTable", "glue:CreateTable", "glue:UpdateTable", "glue:CreateDatabase"} <= used
+    for action in used | {"glue:GetDatabase", "glue:GetTable"}:
+        granted = _granted(statements, action)
+        assert CATALOG_AND_DATABASE <= granted, action
+        if action not in {"glue:CreateDatabase", "glue:GetDatabase", "glue:GetDatabases", "glue:GetTables"}:
+            assert {r for r in granted if ":table/" in r or "glue_table_arn_prefix" in r} == TABLE_ARNS, action
+    for action in ("glue:CreateTable", "glue:UpdateTable"):
+        assert _granted(statements, action) == CATALOG_AND_DATABASE | TABLE_ARNS, action
+    catalog_actions = {a for st in statements if _allows(st) for a in st["actions"] if a.startswith("glue:")}
+    job_actions = {"glue:BatchStopJobRun", "glue:GetJob", "glue:GetJobRun", "glue:GetJobRuns", "glue:StartJobRun"}
+    assert catalog_actions - job_actions == {"glue:CreateDatabase", "glue:CreateTable", "glue:GetDatabase",
+                                             "glue:GetTable", "glue:GetTables", "glue:UpdateTable"}
+
+
+def test_orchestrator_writes_iceberg_metadata_and_deletes_only_in_table_directories() -> None:
+    """Commits write under each table's metadata/, maintenance deletes unreferenced files under each table's
+    directory and killed runs' scratch; UNLOAD writes analytics/. It reads the staged files and manifests
+    (processed/_staged/), the quarantine and every table. No write in raw/, raw_unzipped/ or the
+    staged data files themselves: it commits them where the ETL wrote them."""
+    statements = _orchestrator_statements()
+    locations = {table.location_key for table in TABLES.values()}
+    assert _lake_prefixes(statements, "s3:PutObject") == (
+        {"pipes/*", "athena-results/*", "analytics/*"} | {f"{location}/metadata/*" for location in locations})
+    assert _lake_prefixes(statements, "s3:DeleteObject") == (
+        {"pipes/*", "analytics/*", "temp/*"} | {f"{location}/*" for location in locations})
+    readable = _lake_prefixes(statements, "s3:GetObject")
+    partition, run = TradePartition("BTCUSDT", "2024-01"), new_run_id()
+    for key in (staged_manifest_key(partition, run), staged_trades_file_key(partition, 1, run),
+                staged_rejected_file_key(partition, run),
+                *(f"{location}/metadata/v1.metadata.json" for location in locations)):
+        assert any(fnmatch.fnmatchcase(key, prefix) for prefix in readable), f"orchestrator cannot read {key}"
 
 
 # =============================================================================
@@ -633,13 +661,16 @@ def test_glue_log_groups_have_retention_and_kms() -> None:
     assert _resolve(_flat("locals")["glue_log_group_name"]) == "/aws-glue/jobs/market-etl"
 
 
-def test_athena_workgroup_is_enforced_encrypted_and_capped() -> None:
+def test_athena_workgroup_is_engine_v3_enforced_encrypted_and_capped() -> None:
     (workgroup,) = _resources("aws_athena_workgroup").values()
     assert _resolve(workgroup["name"]) == "market-etl"
     (configuration,) = workgroup["configuration"]
     assert configuration["enforce_workgroup_configuration"] is True
     assert configuration["publish_cloudwatch_metrics_enabled"] is True
     assert configuration["bytes_scanned_cutoff_per_query"] == "${var.athena_bytes_scanned_cutoff}"
+    # Engine version 3 reads Iceberg tables natively (the aws runtime's tables are Iceberg).
+    (engine,) = configuration["engine_version"]
+    assert engine["selected_engine_version"] == "Athena engine version 3"
     (result,) = configuration["result_configuration"]
     assert _resolve(result["output_location"]) == "s3://${aws_s3_bucket.lake.id}/athena-results/"
     (encryption,) = result["encryption_configuration"]
