@@ -74,7 +74,7 @@ def _stage(lake_root: Path, engine: str = "spark") -> dict:
     if engine == "spark":
         detail = {"jvm_start_s": m["jvm_start_seconds"], "spark_s": m["spark_seconds"], **detail}
     else:  # leave processed/ to the Spark engine's published files (what the pipeline bench registers)
-        _remove_staged(lake_root, m["staged_manifest"])
+        _remove_staged(lake_root, str(lake_root / m["manifest_key"]))
     return {"rows_out": m["rows_written"], "rows_rejected": m["rows_rejected"], "peak_rss_bytes": m["peak_rss_mb"] * 1e6,
             "cpu_seconds": m["cpu_seconds"], "detail": detail}
 

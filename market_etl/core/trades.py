@@ -183,13 +183,17 @@ def with_partition_columns(trades: DataFrame, partition: TradePartition) -> Data
     the sorted rows carry four columns fewer.
     """
     start_us = MonthBounds.of(partition).start_us
+    # Optional columns, as every other column and as the DuckDB engine and a re-read (dedupe) write them: a
+    # literal alone would be a REQUIRED Parquet column. A row-dependent condition (always true for a valid
+    # trade) keeps Spark from folding it away.
+    inside = F.expr(f"unix_micros(trade_time) >= {start_us}")
     return trades.select(
         *[name for name, _ in TRADES_COLUMNS],
-        F.lit(partition.year).cast(T.IntegerType()).alias("year"),
-        F.lit(partition.month_number).cast(T.IntegerType()).alias("month"),
-        (F.expr(f"(unix_micros(trade_time) - {start_us}) div {MICROS_PER_DAY}") + 1).cast(T.IntegerType())
-        .alias("day"),
-        F.lit(partition.symbol).alias("symbol"),
+        F.when(inside, F.lit(partition.year).cast(T.IntegerType())).alias("year"),
+        F.when(inside, F.lit(partition.month_number).cast(T.IntegerType())).alias("month"),
+        F.when(inside, (F.expr(f"(unix_micros(trade_time) - {start_us}) div {MICROS_PER_DAY}") + 1)
+               .cast(T.IntegerType())).alias("day"),
+        F.when(inside, F.lit(partition.symbol)).alias("symbol"),
     )
 
 
