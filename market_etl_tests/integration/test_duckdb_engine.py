@@ -92,7 +92,8 @@ def test_nothing_is_redone_when_nothing_changed_and_a_new_transform_version_rebu
 
 
 @pytest.mark.parametrize("text, blanks", [(b"a\nb\n", 0), (b"a\n\nb\n", 1), (b"a\r\n\r\nb\r\n\r\n", 2),
-                                          (b"a\nb", 0), (b"a\n\n\n", 2), (b"", 0)])
+                                          (b"a\nb", 0), (b"a\n\n\n", 2), (b"", 0),
+                                          (b"ab\ncd\n\nef\n\r\ngh\nij\n", 2)])
 def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, text, blanks):
     from market_etl.stages.engines import duckdb_engine
 

@@ -110,9 +110,26 @@ BLANK_SCAN_CHUNK = 64 * 1024 * 1024
 
 def count_blank_lines(path: str | os.PathLike) -> int:
     """Empty lines (`\n\n`, `\n\r\n`) in a file: Spark's line reader yields each as a row (a malformed
-    line), DuckDB's CSV reader skips them, so the engine counts them itself. Vectorised (numpy releases
-    the GIL: this runs beside DuckDB's scan); a leading blank line never gets here (the preflight refuses it).
+    line), DuckDB's CSV reader skips them, so the engine counts them itself, beside DuckDB's scan.
+
+    One regex search over the mapped file says whether there is any (measured: a sixth of the CPU of
+    counting every chunk with numpy, which was an eighth of the engine's); only then are they counted.
+    A leading blank line never gets here (the preflight refuses it).
     """
+    import mmap
+    import re
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return 0
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if re.search(rb"\n\r?\n", mapped) is None:
+                return 0
+    return _count_blank_lines_exactly(path)
+
+
+def _count_blank_lines_exactly(path: str | os.PathLike) -> int:
+    """Every `\n\n` and `\n\r\n`, overlapping ones too (`\n\n\n` holds two), chunk by chunk with numpy."""
     import numpy as np
 
     blanks, carry = 0, np.zeros(0, dtype=np.uint8)
