@@ -118,3 +118,19 @@ def test_the_local_catalog_registers_files_that_carry_their_partition_columns(la
     with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*), min(day), max(day), min(symbol) FROM market_data.trades_binance "
                            "WHERE year = 2025 AND month = 7").fetchone() == (59, 1, 3, "BTCUSDT")
+
+
+def test_a_day_is_written_in_trade_time_order_with_the_id_breaking_ties():
+    import pyarrow as pa
+
+    from market_etl.stages.engines.duckdb_engine import in_trade_time_order
+
+    def day(times, ids):
+        return pa.table({"trade_id": pa.array(ids, pa.int64()),
+                         "trade_time": pa.array(times, pa.timestamp("us", tz="UTC"))})
+
+    shuffled = in_trade_time_order(day([5, 1, 1, 3], [10, 12, 11, 13]))
+    assert shuffled.column("trade_id").to_pylist() == [11, 12, 13, 10]
+    ordered = day([1, 1, 3, 5], [11, 12, 13, 10])
+    assert in_trade_time_order(ordered) is ordered  # already in order: nothing sorted
+    assert in_trade_time_order(day([], [])).num_rows == 0

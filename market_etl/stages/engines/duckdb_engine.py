@@ -226,6 +226,22 @@ def write_parquet(table, path: Path, plain_encoded: tuple[str, ...] = ()) -> int
     return path.stat().st_size
 
 
+def in_trade_time_order(table):
+    """The day's rows by trade time, trade id breaking ties (ids are unique here: deduplicated before).
+
+    Binance writes a file in id order, hence time order: checking that costs a vectorised comparison,
+    where DuckDB's ORDER BY sorted every day anyway (measured: 0.4 of 6 CPU-s on a generated month).
+    """
+    import numpy as np
+
+    times = table.column("trade_time").to_numpy()
+    ids = table.column("trade_id").to_numpy()
+    ordered = (times[1:] > times[:-1]) | ((times[1:] == times[:-1]) & (ids[1:] > ids[:-1]))
+    if ordered.all():
+        return table
+    return table.sort_by([("trade_time", "ascending"), ("trade_id", "ascending")])
+
+
 class DuckDBEngine:
     """One partition's run. `run()` writes the staged files and manifest; nothing is committed here."""
 
@@ -403,7 +419,8 @@ class DuckDBEngine:
                 SELECT trade_id, price, quantity, quote_qty, make_timestamptz(time_us) AS trade_time,
                        is_buyer_maker, is_best_match, {p.year}::INTEGER AS year, {p.month_number}::INTEGER AS month,
                        day, {_sql_string(p.symbol)} AS symbol
-                FROM valid WHERE day = {day} ORDER BY time_us, trade_id""").to_arrow_table().cast(schema)
+                FROM valid WHERE day = {day}""").to_arrow_table().cast(schema)
+            table = in_trade_time_order(table)
             key = staged_trades_file_key(p, day, self.run_id)
             return StagedFile(key, table.num_rows, write_parquet(table, self.lake.path(key), PLAIN_ENCODED))
 
