@@ -134,3 +134,26 @@ def test_a_day_is_written_in_trade_time_order_with_the_id_breaking_ties():
     ordered = day([1, 1, 3, 5], [11, 12, 13, 10])
     assert in_trade_time_order(ordered) is ordered  # already in order: nothing sorted
     assert in_trade_time_order(day([], [])).num_rows == 0
+
+
+@pytest.mark.parametrize("line, plain", [
+    ("4300289722,91437.03000000,0.00045000,41.14666350,1751328000516073,False,True", True),
+    ("1,1,2.5,2.5,1751328000516,true,false", True),
+    ("1,1.123456789,2,2,1751328000516,true,false", False),  # 9 places: the cast would round
+    ("1,1,1e5,2,1751328000516,true,false", False),  # exponent: the cast would accept it
+    (" 1,1,2,2,1751328000516,true,false", False),
+    ("+1,1,2,2,1751328000516,true,false", False),
+    ("1234567890123456789,1,2,2,1751328000516,true,false", False),  # 19 digits: may overflow
+    ("1,12345678901,2,2,1751328000516,true,false", False),  # 11 whole digits: out of decimal(18,8)
+    ("1,-1,2,2,1751328000516,true,false", False),
+    ("1,1,2,2,17513280005160,true,false", False),  # 14 digits: neither unit
+    ("1,1,2,2,1751328000516,TRUE,false", False),
+    ("1,1,2,2,1751328000516,true,false,x", False),
+    ("1,1,2,2,1751328000516,true,false\r", False),
+])
+def test_only_lines_whose_fields_plain_casts_read_exactly_skip_the_spark_cast_macros(line, plain):
+    import re
+
+    from market_etl.stages.engines.duckdb_engine import plain_line_pattern
+
+    assert (re.fullmatch(plain_line_pattern(), line) is not None) == plain

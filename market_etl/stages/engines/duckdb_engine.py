@@ -14,6 +14,8 @@ Parsing reproduces the Spark engine's, value for value, because the Spark engine
 - a decimal is exact or null (`spark_decimal`): at most 8 places (bytes after the first dot), the text
   plain by the long rule or by the pattern, then cast; a cast that would round or overflow gives null.
   DuckDB's decimal cast rounds extra places and accepts exponents: it never sees such text.
+- a line whose every field is already in the fast paths' form (`plain_line_pattern`, what Binance
+  writes) is cast field by field without the macros: one regex per line instead of one per field.
 
 One scan of the CSV fills an in-memory DuckDB table (spilling to the run's directory in the temp zone
 beyond the memory limit) with every row's typed values and rule; the rest are queries over it: the quarantine, the
@@ -153,6 +155,23 @@ def _bool_sql(column: str) -> str:
     return f"CASE WHEN {column} IN ({trues}) THEN true WHEN {column} IN ({falses}) THEN false END"
 
 
+def plain_line_pattern() -> str:
+    """A line every field of which is in the form the macros' fast paths cast directly (see `_macros`).
+
+    One regex over the line decides for all fields at once (measured: a sixth less CPU for the parse than
+    a pattern per field); a line that does not match goes through the macros, so values are the same.
+    """
+    whole_price, whole_quantity = PRICE_PRECISION - SCALE, QUANTITY_PRECISION - SCALE
+    flag = "(" + "|".join(TRUE_TEXTS + FALSE_TEXTS) + ")"
+    epoch = "|".join(f"[0-9]{{{digits}}}" for digits in sorted(TIME_UNIT_DIGITS.values()))
+    return ",".join([
+        "[0-9]{1,18}",
+        rf"[0-9]{{1,{whole_price}}}(\.[0-9]{{1,{SCALE}}})?",
+        rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
+        rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
+        f"({epoch})", flag, flag])
+
+
 def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str:
     """Every source line -> its typed values, `time_digits` and `rule` (the first rule broken, null if none).
 
@@ -161,6 +180,8 @@ def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str
     header = f"WHERE line <> {_sql_string(layout.header)}" if layout.header is not None else ""
     digits_ms, digits_us = TIME_UNIT_DIGITS["ms"], TIME_UNIT_DIGITS["us"]
     rule = translate(rule_case_sql(bounds), "duckdb")
+    price_type, quantity_type = f"DECIMAL({PRICE_PRECISION},{SCALE})", f"DECIMAL({QUANTITY_PRECISION},{SCALE})"
+    time_value = "CASE WHEN plain THEN CAST(p[5] AS BIGINT) ELSE spark_long(p[5]) END"
     return f"""
         WITH lines AS (
             SELECT line FROM read_csv({_sql_string(csv_path)}, columns = {{'line': 'VARCHAR'}}, header = false,
@@ -168,16 +189,20 @@ def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str
                 nullstr = '\x02')
             {header}
         ), parts AS (
-            SELECT line, string_split(line, ',') AS p FROM lines
+            SELECT line, string_split(line, ',') AS p, regexp_full_match(line, {_sql_string(plain_line_pattern())}) AS plain
+            FROM lines
         ), parsed AS (
             SELECT line, len(p) AS n_fields, p[2] AS price, p[3] AS qty,
-                   spark_long(p[1]) AS trade_id,
-                   spark_decimal_{PRICE_PRECISION}(p[2]) AS price_value,
-                   spark_decimal_{QUANTITY_PRECISION}(p[3]) AS quantity,
-                   spark_decimal_{QUANTITY_PRECISION}(p[4]) AS quote_qty_value,
+                   CASE WHEN plain THEN CAST(p[1] AS BIGINT) ELSE spark_long(p[1]) END AS trade_id,
+                   CASE WHEN plain THEN CAST(p[2] AS {price_type}) ELSE spark_decimal_{PRICE_PRECISION}(p[2]) END
+                       AS price_value,
+                   CASE WHEN plain THEN CAST(p[3] AS {quantity_type}) ELSE spark_decimal_{QUANTITY_PRECISION}(p[3]) END
+                       AS quantity,
+                   CASE WHEN plain THEN CAST(p[4] AS {quantity_type}) ELSE spark_decimal_{QUANTITY_PRECISION}(p[4]) END
+                       AS quote_qty_value,
                    strlen(p[5]) AS time_digits,
-                   CASE strlen(p[5]) WHEN {digits_us} THEN spark_long(p[5])
-                                     WHEN {digits_ms} THEN spark_long(p[5]) * 1000 END AS time_us,
+                   CASE strlen(p[5]) WHEN {digits_us} THEN {time_value}
+                                     WHEN {digits_ms} THEN {time_value} * 1000 END AS time_us,
                    {_bool_sql("p[6]")} AS buyer_maker_value,
                    {_bool_sql("p[7]")} AS best_match_value
             FROM parts
