@@ -173,7 +173,7 @@ def plain_line_pattern() -> str:
 
 
 def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str:
-    """Every source line -> its typed values, `time_digits` and `rule` (the first rule broken, null if none).
+    """Every source line -> its typed values, `time_digits`, `day` and `rule` (the first rule broken, null if none).
 
     The line text is kept for rejected rows only (the quarantine writes it; valid rows are rebuilt from values).
     """
@@ -211,7 +211,8 @@ def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str
         )
         SELECT CASE WHEN rule IS NOT NULL THEN line END AS line, rule, trade_id, price_value AS price, quantity,
                quote_qty_value AS quote_qty, time_us, time_digits::TINYINT AS time_digits,
-               buyer_maker_value AS is_buyer_maker, best_match_value AS is_best_match
+               buyer_maker_value AS is_buyer_maker, best_match_value AS is_best_match,
+               CAST((time_us - {bounds.start_us}) // {MICROS_PER_DAY} + 1 AS INTEGER) AS day
         FROM ruled
     """
 
@@ -337,9 +338,11 @@ class DuckDBEngine:
         time_unit = time_unit_of({"min_time_digits": low, "max_time_digits": high})
 
         # Ids of the valid rows in file order: runs of consecutive ids, as the Spark engine finds them.
-        con.execute("CREATE TABLE valid AS SELECT * EXCLUDE (line, rule, time_digits), "
-                    f"CAST((time_us - {bounds.start_us}) // {MICROS_PER_DAY} + 1 AS INTEGER) AS day "
-                    "FROM checked WHERE rule IS NULL")
+        if rows_rejected_seen:
+            con.execute("CREATE TABLE valid AS SELECT * EXCLUDE (line, rule, time_digits) FROM checked "
+                        "WHERE rule IS NULL")
+        else:  # every row valid (the usual case): no copy, the rest only reads the columns it names
+            con.execute("ALTER TABLE checked RENAME TO valid")
         clock = self._lap("valid_table", clock)
         ids = self._layout(con)
         clock = self._lap("verify_ids", clock)
