@@ -91,7 +91,8 @@ def test_nothing_is_redone_when_nothing_changed_and_a_new_transform_version_rebu
 
 
 @pytest.mark.parametrize("text, blanks", [(b"a\nb\n", 0), (b"a\n\nb\n", 1), (b"a\r\n\r\nb\r\n\r\n", 2),
-                                          (b"a\nb", 0), (b"a\n\n\n", 2), (b"", 0)])
+                                          (b"a\nb", 0), (b"a\n\n\n", 2), (b"", 0),
+                                          (b"ab\ncd\n\nef\n\r\ngh\nij\n", 2)])
 def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, text, blanks):
     from market_etl.stages.engines import duckdb_engine
 
@@ -117,3 +118,42 @@ def test_the_local_catalog_publishes_files_that_carry_their_partition_columns(la
     with duckdb.connect(str(views), read_only=True) as con:
         assert con.execute("SELECT count(*), min(day), max(day), min(symbol) FROM market_data.trades_binance "
                            "WHERE year = 2025 AND month = 7").fetchone() == (59, 1, 3, "BTCUSDT")
+
+
+def test_a_day_is_written_in_trade_time_order_with_the_id_breaking_ties():
+    import pyarrow as pa
+
+    from market_etl.stages.engines.duckdb_engine import in_trade_time_order
+
+    def day(times, ids):
+        return pa.table({"trade_id": pa.array(ids, pa.int64()),
+                         "trade_time": pa.array(times, pa.timestamp("us", tz="UTC"))})
+
+    shuffled = in_trade_time_order(day([5, 1, 1, 3], [10, 12, 11, 13]))
+    assert shuffled.column("trade_id").to_pylist() == [11, 12, 13, 10]
+    ordered = day([1, 1, 3, 5], [11, 12, 13, 10])
+    assert in_trade_time_order(ordered) is ordered  # already in order: nothing sorted
+    assert in_trade_time_order(day([], [])).num_rows == 0
+
+
+@pytest.mark.parametrize("line, plain", [
+    ("4300289722,91437.03000000,0.00045000,41.14666350,1751328000516073,False,True", True),
+    ("1,1,2.5,2.5,1751328000516,true,false", True),
+    ("1,1.123456789,2,2,1751328000516,true,false", False),  # 9 places: the cast would round
+    ("1,1,1e5,2,1751328000516,true,false", False),  # exponent: the cast would accept it
+    (" 1,1,2,2,1751328000516,true,false", False),
+    ("+1,1,2,2,1751328000516,true,false", False),
+    ("1234567890123456789,1,2,2,1751328000516,true,false", False),  # 19 digits: may overflow
+    ("1,12345678901,2,2,1751328000516,true,false", False),  # 11 whole digits: out of decimal(18,8)
+    ("1,-1,2,2,1751328000516,true,false", False),
+    ("1,1,2,2,17513280005160,true,false", False),  # 14 digits: neither unit
+    ("1,1,2,2,1751328000516,TRUE,false", False),
+    ("1,1,2,2,1751328000516,true,false,x", False),
+    ("1,1,2,2,1751328000516,true,false\r", False),
+])
+def test_only_lines_whose_fields_plain_casts_read_exactly_skip_the_spark_cast_macros(line, plain):
+    import re
+
+    from market_etl.stages.engines.duckdb_engine import plain_line_pattern
+
+    assert (re.fullmatch(plain_line_pattern(), line) is not None) == plain

@@ -14,6 +14,8 @@ Parsing reproduces the Spark engine's, value for value, because the Spark engine
 - a decimal is exact or null (`spark_decimal`): at most 8 places (bytes after the first dot), the text
   plain by the long rule or by the pattern, then cast; a cast that would round or overflow gives null.
   DuckDB's decimal cast rounds extra places and accepts exponents: it never sees such text.
+- a line whose every field is already in the fast paths' form (`plain_line_pattern`, what Binance
+  writes) is cast field by field without the macros: one regex per line instead of one per field.
 
 One scan of the CSV fills an in-memory DuckDB table (spilling to the run's directory in the temp zone
 beyond the memory limit) with every row's typed values and rule; the rest are queries over it: the quarantine, the
@@ -110,9 +112,26 @@ BLANK_SCAN_CHUNK = 64 * 1024 * 1024
 
 def count_blank_lines(path: str | os.PathLike) -> int:
     """Empty lines (`\n\n`, `\n\r\n`) in a file: Spark's line reader yields each as a row (a malformed
-    line), DuckDB's CSV reader skips them, so the engine counts them itself. Vectorised (numpy releases
-    the GIL: this runs beside DuckDB's scan); a leading blank line never gets here (the preflight refuses it).
+    line), DuckDB's CSV reader skips them, so the engine counts them itself, beside DuckDB's scan.
+
+    One regex search over the mapped file says whether there is any (measured: a sixth of the CPU of
+    counting every chunk with numpy, which was an eighth of the engine's); only then are they counted.
+    A leading blank line never gets here (the preflight refuses it).
     """
+    import mmap
+    import re
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return 0
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if re.search(rb"\n\r?\n", mapped) is None:
+                return 0
+    return _count_blank_lines_exactly(path)
+
+
+def _count_blank_lines_exactly(path: str | os.PathLike) -> int:
+    """Every `\n\n` and `\n\r\n`, overlapping ones too (`\n\n\n` holds two), chunk by chunk with numpy."""
     import numpy as np
 
     blanks, carry = 0, np.zeros(0, dtype=np.uint8)
@@ -136,14 +155,33 @@ def _bool_sql(column: str) -> str:
     return f"CASE WHEN {column} IN ({trues}) THEN true WHEN {column} IN ({falses}) THEN false END"
 
 
+def plain_line_pattern() -> str:
+    """A line every field of which is in the form the macros' fast paths cast directly (see `_macros`).
+
+    One regex over the line decides for all fields at once (measured: a sixth less CPU for the parse than
+    a pattern per field); a line that does not match goes through the macros, so values are the same.
+    """
+    whole_price, whole_quantity = PRICE_PRECISION - SCALE, QUANTITY_PRECISION - SCALE
+    flag = "(" + "|".join(TRUE_TEXTS + FALSE_TEXTS) + ")"
+    epoch = "|".join(f"[0-9]{{{digits}}}" for digits in sorted(TIME_UNIT_DIGITS.values()))
+    return ",".join([
+        "[0-9]{1,18}",
+        rf"[0-9]{{1,{whole_price}}}(\.[0-9]{{1,{SCALE}}})?",
+        rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
+        rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
+        f"({epoch})", flag, flag])
+
+
 def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str:
-    """Every source line -> its typed values, `time_digits` and `rule` (the first rule broken, null if none).
+    """Every source line -> its typed values, `time_digits`, `day` and `rule` (the first rule broken, null if none).
 
     The line text is kept for rejected rows only (the quarantine writes it; valid rows are rebuilt from values).
     """
     header = f"WHERE line <> {_sql_string(layout.header)}" if layout.header is not None else ""
     digits_ms, digits_us = TIME_UNIT_DIGITS["ms"], TIME_UNIT_DIGITS["us"]
     rule = translate(rule_case_sql(bounds), "duckdb")
+    price_type, quantity_type = f"DECIMAL({PRICE_PRECISION},{SCALE})", f"DECIMAL({QUANTITY_PRECISION},{SCALE})"
+    time_value = "CASE WHEN plain THEN CAST(p[5] AS BIGINT) ELSE spark_long(p[5]) END"
     return f"""
         WITH lines AS (
             SELECT line FROM read_csv({_sql_string(csv_path)}, columns = {{'line': 'VARCHAR'}}, header = false,
@@ -151,16 +189,20 @@ def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str
                 nullstr = '\x02')
             {header}
         ), parts AS (
-            SELECT line, string_split(line, ',') AS p FROM lines
+            SELECT line, string_split(line, ',') AS p, regexp_full_match(line, {_sql_string(plain_line_pattern())}) AS plain
+            FROM lines
         ), parsed AS (
             SELECT line, len(p) AS n_fields, p[2] AS price, p[3] AS qty,
-                   spark_long(p[1]) AS trade_id,
-                   spark_decimal_{PRICE_PRECISION}(p[2]) AS price_value,
-                   spark_decimal_{QUANTITY_PRECISION}(p[3]) AS quantity,
-                   spark_decimal_{QUANTITY_PRECISION}(p[4]) AS quote_qty_value,
+                   CASE WHEN plain THEN CAST(p[1] AS BIGINT) ELSE spark_long(p[1]) END AS trade_id,
+                   CASE WHEN plain THEN CAST(p[2] AS {price_type}) ELSE spark_decimal_{PRICE_PRECISION}(p[2]) END
+                       AS price_value,
+                   CASE WHEN plain THEN CAST(p[3] AS {quantity_type}) ELSE spark_decimal_{QUANTITY_PRECISION}(p[3]) END
+                       AS quantity,
+                   CASE WHEN plain THEN CAST(p[4] AS {quantity_type}) ELSE spark_decimal_{QUANTITY_PRECISION}(p[4]) END
+                       AS quote_qty_value,
                    strlen(p[5]) AS time_digits,
-                   CASE strlen(p[5]) WHEN {digits_us} THEN spark_long(p[5])
-                                     WHEN {digits_ms} THEN spark_long(p[5]) * 1000 END AS time_us,
+                   CASE strlen(p[5]) WHEN {digits_us} THEN {time_value}
+                                     WHEN {digits_ms} THEN {time_value} * 1000 END AS time_us,
                    {_bool_sql("p[6]")} AS buyer_maker_value,
                    {_bool_sql("p[7]")} AS best_match_value
             FROM parts
@@ -169,7 +211,8 @@ def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str
         )
         SELECT CASE WHEN rule IS NOT NULL THEN line END AS line, rule, trade_id, price_value AS price, quantity,
                quote_qty_value AS quote_qty, time_us, time_digits::TINYINT AS time_digits,
-               buyer_maker_value AS is_buyer_maker, best_match_value AS is_best_match
+               buyer_maker_value AS is_buyer_maker, best_match_value AS is_best_match,
+               CAST((time_us - {bounds.start_us}) // {MICROS_PER_DAY} + 1 AS INTEGER) AS day
         FROM ruled
     """
 
@@ -207,6 +250,22 @@ def write_parquet(table, path: Path, plain_encoded: tuple[str, ...] = ()) -> int
                    row_group_size=ROW_GROUP_ROWS, write_statistics=True, use_dictionary=dictionary)
     os.replace(temp, path)
     return path.stat().st_size
+
+
+def in_trade_time_order(table):
+    """The day's rows by trade time, trade id breaking ties (ids are unique here: deduplicated before).
+
+    Binance writes a file in id order, hence time order: checking that costs a vectorised comparison,
+    where DuckDB's ORDER BY sorted every day anyway (measured: 0.4 of 6 CPU-s on a generated month).
+    """
+    import numpy as np
+
+    times = table.column("trade_time").to_numpy()
+    ids = table.column("trade_id").to_numpy()
+    ordered = (times[1:] > times[:-1]) | ((times[1:] == times[:-1]) & (ids[1:] > ids[:-1]))
+    if ordered.all():
+        return table
+    return table.sort_by([("trade_time", "ascending"), ("trade_id", "ascending")])
 
 
 class DuckDBEngine:
@@ -279,9 +338,11 @@ class DuckDBEngine:
         time_unit = time_unit_of({"min_time_digits": low, "max_time_digits": high})
 
         # Ids of the valid rows in file order: runs of consecutive ids, as the Spark engine finds them.
-        con.execute("CREATE TABLE valid AS SELECT * EXCLUDE (line, rule, time_digits), "
-                    f"CAST((time_us - {bounds.start_us}) // {MICROS_PER_DAY} + 1 AS INTEGER) AS day "
-                    "FROM checked WHERE rule IS NULL")
+        if rows_rejected_seen:
+            con.execute("CREATE TABLE valid AS SELECT * EXCLUDE (line, rule, time_digits) FROM checked "
+                        "WHERE rule IS NULL")
+        else:  # every row valid (the usual case): no copy, the rest only reads the columns it names
+            con.execute("ALTER TABLE checked RENAME TO valid")
         clock = self._lap("valid_table", clock)
         ids = self._layout(con)
         clock = self._lap("verify_ids", clock)
@@ -386,7 +447,8 @@ class DuckDBEngine:
                 SELECT trade_id, price, quantity, quote_qty, make_timestamptz(time_us) AS trade_time,
                        is_buyer_maker, is_best_match, {p.year}::INTEGER AS year, {p.month_number}::INTEGER AS month,
                        day, {_sql_string(p.symbol)} AS symbol
-                FROM valid WHERE day = {day} ORDER BY time_us, trade_id""").to_arrow_table().cast(schema)
+                FROM valid WHERE day = {day}""").to_arrow_table().cast(schema)
+            table = in_trade_time_order(table)
             key = staged_trades_file_key(p, day, self.run_id)
             return StagedFile(key, table.num_rows, write_parquet(table, self.lake.path(key), PLAIN_ENCODED))
 
