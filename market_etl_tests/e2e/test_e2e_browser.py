@@ -240,5 +240,6 @@ def test_the_runs_log_shows_progress_of_download_and_unzip_and_the_etl_phases(ba
     messages = [e.get("message") or "" for e in events]
     assert any(f"downloading {GOOD}: " in m and "MB/s" in m and "ETA" in m for m in messages), messages
     assert any(f"inflating {GOOD}: " in m and "MB/s" in m for m in messages), messages
-    assert any("etl: parse_validate_write started" in m for m in messages), messages
-    assert any("etl: publish finished in " in m for m in messages), messages
+    # Phase names differ by engine (DuckDB locally, Spark on Glue); each logs its start and every phase's end.
+    assert any("etl: " in m and " started" in m for m in messages), messages
+    assert sum("etl: " in m and " finished in " in m for m in messages) >= 3, messages

@@ -25,6 +25,7 @@ types are exactly Spark's (DuckDB's own writer stores decimal(28,8) in 16 bytes 
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -63,6 +64,9 @@ from market_etl.core.rules import (
 )
 from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
 from market_etl.lake import Lake, LocalLake
+
+#: Phase lines; the stage entry point forwards its logger (this one's parent) to the Pipes log.
+log = logging.getLogger("market_etl.stages.etl.duckdb")
 
 ENGINE = "duckdb"
 #: Memory DuckDB may use before it spills to the temp zone (MARKET_ETL_DUCKDB_MEMORY_LIMIT).
@@ -289,6 +293,7 @@ class DuckDBEngine:
 
     def _lap(self, phase: str, since: float) -> float:
         now, cpu = time.perf_counter(), time.process_time()
+        log.info(f"etl: {phase} finished in {now - since:.1f}s")
         self.phases[phase] = round(self.phases.get(phase, 0.0) + now - since, 2)
         self.phase_cpu[phase] = round(self.phase_cpu.get(phase, 0.0) + cpu - self._cpu, 2)
         self._cpu = cpu
@@ -310,6 +315,8 @@ class DuckDBEngine:
         return con
 
     def run(self, reject_tolerance: float = 0.0) -> tuple[StagedVersion, dict, list]:
+        log.info(f"etl: duckdb engine started on {self.partition} (phases: parse_validate, valid_table, verify_ids, "
+                 "quarantine, write)")
         con = self._connect()
         try:
             return self._run(con, reject_tolerance)
