@@ -166,7 +166,7 @@ def write_section(output: Path, section: str) -> None:
 
 def bench_query(workdir: str | os.PathLike = "benchmarks/work", output: str | os.PathLike = "benchmarks/results.md",
                 runs: int = 5, trades_per_day: int = TRADES_PER_DAY) -> str:
-    lake = Path(workdir) / "query-lake"
+    lake = (Path(workdir) / "query-lake").resolve()  # the catalog names its warehouse by a file URI
     print(f"bench query: building the demo-sized lake in {lake} ...", flush=True)
     build_lake(lake, trades_per_day)
     commands = {name: time_command(args, lake, runs) for name, args in COMMANDS.items()}
