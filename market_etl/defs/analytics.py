@@ -11,16 +11,15 @@ import dagster as dg
 
 from market_etl.core.keys import TradePartition
 from market_etl.core.tables import ANALYTICS_TABLES, TRADES
-from market_etl.core.sql import check_outcome
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of
 from market_etl.defs.table_metadata import table_metadata
-from market_etl.lake.iceberg import PublishRefused
+from market_etl.lake.iceberg import RUN_ID, PublishRefused
 from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import SqlEngine
 
-# (asset, check name, check query in sql/athena_analytics.sql, description)
+# (asset, check name, check query in sql/athena_analytics.sql, description); every one blocking
 ANALYTICS_CHECKS = (
     (OHLCV_1M, "ohlc_consistent", "check_ohlcv_1m_ohlc_consistent",
      "Every bar has low <= open <= high and low <= close <= high."),
@@ -35,28 +34,36 @@ ANALYTICS_CHECKS = (
 
 def _analytics_asset(key: dg.AssetKey, partitions_def: dg.PartitionsDefinition,
                      description: str) -> dg.AssetsDefinition:
+    """Write-audit-publish in one step: the checks judge the audited snapshot before anyone can read it."""
     dataset = key.path[-1]
+    checks = [(name, query, description) for asset, name, query, description in ANALYTICS_CHECKS if asset == key]
 
     @dg.asset(key=key, deps=[TRADES_TABLE_ASSET], partitions_def=partitions_def, group_name="analytics",
               kinds={"duckdb", "parquet"}, automation_condition=DOWNSTREAM_AUTOMATION, description=description,
-              metadata=table_metadata(ANALYTICS_TABLES[dataset]))
-    def analytics(context: dg.AssetExecutionContext, sql: SqlEngine,
-                  catalog: IcebergCatalogResource) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata=sql.write_analytics(dataset, partition_of(context),
-                                                                 catalog.catalog()).metadata())
+              metadata=table_metadata(ANALYTICS_TABLES[dataset]),
+              check_specs=[dg.AssetCheckSpec(name, asset=key, blocking=True, partitions_def=partitions_def,
+                                             description=f"{text} Judged on the audited snapshot, before it is "
+                                                         f"published (SQL: `{query}` in sql/athena_analytics.sql)")
+                           for name, query, text in checks])
+    def analytics(context: dg.AssetExecutionContext, sql: SqlEngine, catalog: IcebergCatalogResource):
+        partition = partition_of(context)
+        build = sql.build_analytics(dataset, partition, catalog.catalog(),
+                                    [(name, query, True) for name, query, _ in checks])
+        if build.status == "up to date":
+            context.log.info(f"{dataset} {partition}: up to date ({build.reason}); skipped")
+        for name, _, _ in checks:
+            outcome = build.checks.get(name)
+            yield dg.AssetCheckResult(
+                check_name=name, passed=outcome.passed if outcome else True,
+                metadata=outcome.metadata if outcome else {"status": "up to date", "skipped_because": build.reason})
+        if build.status == "not published":
+            raise dg.Failure(description=(
+                f"{dataset} {partition} run {build.files.run_id}: not published, {build.reason}; the published "
+                f"version is unchanged (history shows snapshot {build.audited.snapshot_id} as staged-not-published)"),
+                metadata=build.metadata(), allow_retries=False)
+        yield dg.MaterializeResult(metadata=build.metadata())
 
     return analytics
-
-
-def _sql_check(asset: dg.AssetKey, name: str, query_name: str, description: str,
-               partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name=name, blocking=True, partitions_def=partitions_def,
-                    description=f"{description} (SQL: `{query_name}` in sql/athena_analytics.sql)")
-    def check(context: dg.AssetCheckExecutionContext, sql: SqlEngine) -> dg.AssetCheckResult:
-        outcome = check_outcome(sql.run_named(query_name, partition_of(context)))
-        return dg.AssetCheckResult(passed=outcome.passed, metadata=outcome.metadata)
-
-    return check
 
 
 def staged_manifest_of(context: dg.AssetExecutionContext, partition: TradePartition) -> str:
@@ -101,10 +108,16 @@ def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
             commit = catalog.publish(manifest_key, context.run_id)
         except PublishRefused as refused:
             raise dg.Failure(description=str(refused), allow_retries=False) from refused
-        views = sql.refresh_views(catalog.catalog())
+        if commit.already_published:
+            context.log.info(f"{partition}: run {commit.properties.get(RUN_ID)} is published already "
+                             f"(snapshot {commit.snapshot_id}); nothing to commit")
+            views = {"status": "up to date",
+                     "skipped_because": f"snapshot {commit.snapshot_id} publishes this staged version already"}
+        else:
+            views = {"status": "published", **sql.refresh_views(catalog.catalog())}
         return dg.MaterializeResult(metadata={
             **commit.metadata(), "snapshot_id": str(commit.snapshot_id), "manifest_key": manifest_key,
-            "run_id": commit.properties.get("market-etl.run-id"),
+            "run_id": commit.properties.get(RUN_ID),
             "source_sha256": commit.properties.get("market-etl.source-sha256"), **views})
 
     ohlcv_1m = _analytics_asset(OHLCV_1M, partitions_def, (
@@ -118,6 +131,4 @@ def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
         "trade, first/last trade id. SQL `daily_trade_stats` over market_data.trades_binance, written to "
         "analytics/daily_trade_stats/ and queryable as market_data.daily_trade_stats."
     ))
-    checks = [_sql_check(asset, name, query, description, partitions_def)
-              for asset, name, query, description in ANALYTICS_CHECKS]
-    return [trades_binance, ohlcv_1m, daily_trade_stats, *checks]
+    return [trades_binance, ohlcv_1m, daily_trade_stats]

@@ -222,6 +222,48 @@ def _retry_pause(attempt: int) -> None:
     time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
 
 
+def _committed(table: "Table", label: str, attempt_commit) -> int:
+    """Run `attempt_commit(attempt)` (one transaction) until it lands; a concurrent commit makes it fail and
+    it is retried on the refreshed table. Returns the attempt that landed."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            attempt_commit(attempt)
+        except CommitFailedException as err:
+            if attempt == COMMIT_ATTEMPTS:
+                raise CatalogError(f"{label}: commit failed {attempt} times on concurrent changes ({err}); "
+                                   "materialise again") from err
+            log.info("%s: concurrent commit, retrying (%s)", label, err)
+            _retry_pause(attempt)
+            table.refresh()
+            continue
+        table.refresh()
+        return attempt
+    raise AssertionError("unreachable")
+
+
+def _already_published(table: "Table", spec: TableSpec, partition: TradePartition, run_id: str,
+                       properties: dict[str, str], attempt: int) -> Commit | None:
+    """The commit that already published run `run_id` for `partition` (None: it is not published yet).
+
+    Raises StaleVersion when a newer run's version is published: a stale run never overwrites it.
+    """
+    published = published_run(table, partition)
+    if published is None:
+        return None
+    if published.get(RUN_ID) == run_id:
+        return Commit(spec.name, int(published["snapshot_id"]), 0, 0, 0, attempt, already_published=True,
+                      properties=published)
+    if published.get(RUN_ID, "") > run_id:
+        raise StaleVersion(
+            f"{spec.qualified_name} {partition}: run {run_id} (source sha256 "
+            f"{properties.get(SOURCE_SHA256) or 'unknown'}) is older than the published run "
+            f"{published.get(RUN_ID)} (source sha256 {published.get(SOURCE_SHA256) or 'unknown'}, snapshot "
+            f"{published['snapshot_id']}): not published. Materialise it again to build a newer version.")
+    return None
+
+
 def replace_partition(catalog: "Catalog", lake: Lake, spec: TableSpec, partition: TradePartition,
                       file_keys: Sequence[str], properties: dict[str, str], *, run_id: str,
                       replace: bool = True) -> Commit:
@@ -231,43 +273,33 @@ def replace_partition(catalog: "Catalog", lake: Lake, spec: TableSpec, partition
     this run's. A concurrent commit to the table (any partition) makes ours fail; it is retried on the
     refreshed table, stale check included, up to COMMIT_ATTEMPTS times.
     """
-    from pyiceberg.exceptions import CommitFailedException
-
     table = load_table(catalog, lake, spec)
     uris = [iceberg_uri(lake, k) for k in file_keys]
     props = {**properties, RUN_ID: run_id, PARTITION: str(partition), ACTION: "publish"}
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        published = published_run(table, partition) if replace else None
-        if published is not None:
-            if published.get(RUN_ID) == run_id:
-                return Commit(spec.name, int(published["snapshot_id"]), 0, 0, 0, attempt, already_published=True,
-                              properties=published)
-            if published.get(RUN_ID, "") > run_id:
-                raise StaleVersion(
-                    f"{spec.qualified_name} {partition}: run {run_id} (source sha256 "
-                    f"{properties.get(SOURCE_SHA256) or 'unknown'}) is older than the published run "
-                    f"{published.get(RUN_ID)} (source sha256 {published.get(SOURCE_SHA256) or 'unknown'}, snapshot "
-                    f"{published['snapshot_id']}): not published. Materialise processed/trades again to build a "
-                    "newer version.")
-        before = table.current_snapshot()
-        try:
-            with table.transaction() as tx, warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                if replace:
-                    tx.delete(partition_filter(spec, partition), snapshot_properties=props)
-                if uris:
-                    tx.add_files(uris, snapshot_properties=props, check_duplicate_files=False)
-        except CommitFailedException as err:
-            if attempt == COMMIT_ATTEMPTS:
-                raise CatalogError(f"{spec.qualified_name} {partition}: commit failed {attempt} times on "
-                                   f"concurrent changes ({err}); materialise again") from err
-            log.info("%s %s: concurrent commit, retrying (%s)", spec.name, partition, err)
-            _retry_pause(attempt)
-            table.refresh()
-            continue
-        table.refresh()
-        return _commit_of(table, spec, before, attempt, props)
-    raise AssertionError("unreachable")
+    before: list = [None]
+    kept: list = [None]
+
+    def attempt_commit(attempt: int) -> None:
+        kept[0] = _already_published(table, spec, partition, run_id, properties, attempt) if replace else None
+        if kept[0] is not None:
+            return
+        before[0] = table.current_snapshot()
+        with table.transaction() as tx:
+            _stage_replacement(tx, spec, partition, uris, props, replace=replace)
+
+    attempts = _committed(table, f"{spec.qualified_name} {partition}", attempt_commit)
+    return kept[0] or _commit_of(table, spec, before[0], attempts, props)
+
+
+def _stage_replacement(tx, spec: TableSpec, partition: TradePartition, uris: Sequence[str], props: dict[str, str],
+                       *, replace: bool = True, branch: str = "main") -> None:
+    """Into transaction `tx`: the delete of `partition`'s files (when `replace`) and the add of `uris`, on `branch`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+        if replace and tx.table_metadata.snapshot_by_name(branch) is not None:
+            tx.delete(partition_filter(spec, partition), snapshot_properties=props, branch=branch)
+        if uris:
+            tx.add_files(list(uris), snapshot_properties=props, check_duplicate_files=False, branch=branch)
 
 
 def _commit_of(table: "Table", spec: TableSpec, before, attempt: int, props: dict[str, str]) -> Commit:
@@ -334,29 +366,135 @@ def record_quarantine(catalog: "Catalog", lake: Lake, manifest_key: str,
     version = read_manifest(lake, manifest_key)
     if not version.rejected_files:
         return None
-    from pyiceberg.exceptions import CommitFailedException
-
     table = load_table(catalog, lake, TRADES_REJECTED)
     props = {**version_properties(version, manifest_key, dagster_run_id), RUN_ID: version.run_id,
              PARTITION: str(version.partition), ACTION: "quarantine"}
     uris = [iceberg_uri(lake, f.key) for f in version.rejected_files]
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        for snapshot in current_ancestors(table):
-            p = summary_properties(snapshot)
-            if p.get(ACTION) == "quarantine" and p.get(RUN_ID) == version.run_id:
-                return Commit(TRADES_REJECTED.name, snapshot.snapshot_id, 0, 0, 0, attempt, already_published=True)
-        before = table.current_snapshot()
-        try:
+    before: list = [None]
+    kept: list = [None]
+
+    def attempt_commit(attempt: int) -> None:
+        kept[0] = next((Commit(TRADES_REJECTED.name, snapshot.snapshot_id, 0, 0, 0, attempt, already_published=True)
+                        for snapshot in current_ancestors(table)
+                        if (p := summary_properties(snapshot)).get(ACTION) == "quarantine"
+                        and p.get(RUN_ID) == version.run_id), None)
+        if kept[0] is None:
+            before[0] = table.current_snapshot()
             table.add_files(uris, snapshot_properties=props, check_duplicate_files=False)
-        except CommitFailedException:
-            if attempt == COMMIT_ATTEMPTS:
-                raise
-            _retry_pause(attempt)
+
+    attempts = _committed(table, f"{TRADES_REJECTED.qualified_name} {version.partition}", attempt_commit)
+    return kept[0] or _commit_of(table, TRADES_REJECTED, before[0], attempts, props)
+
+
+# ---------------------------------------------------------------- audit branches
+
+
+AUDIT_BRANCH_PREFIX = "audit-"
+AUDITED_SNAPSHOT = f"{SUMMARY_PREFIX}audited-snapshot"
+
+
+@dataclass(frozen=True)
+class AuditedVersion:
+    """A symbol-month's replacement committed to an audit branch forked from main: readable by its snapshot
+    id (its checks read it so), invisible to every reader of the table (they read main)."""
+
+    spec: TableSpec
+    partition: TradePartition
+    run_id: str
+    branch: str
+    snapshot_id: int | None  # None: nothing to commit (an empty table, and nothing to add)
+    base_snapshot_id: int | None  # main's snapshot the branch forked from
+    file_keys: tuple[str, ...]
+    properties: dict[str, str]
+
+    def metadata(self) -> dict[str, object]:
+        return {"audit_branch": self.branch, "audited_snapshot_id": str(self.snapshot_id)}
+
+
+def stage_partition(catalog: "Catalog", lake: Lake, spec: TableSpec, partition: TradePartition,
+                    file_keys: Sequence[str], properties: dict[str, str], *, run_id: str) -> AuditedVersion:
+    """Write-audit-publish's write for a table the pipeline computes: one commit creates the branch
+    `audit-<run>` at main's snapshot and replaces `partition` by `file_keys` on it. Main does not move."""
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    table = load_table(catalog, lake, spec)
+    branch = f"{AUDIT_BRANCH_PREFIX}{run_id}"
+    props = {**properties, RUN_ID: run_id, PARTITION: str(partition), ACTION: "publish"}
+    uris = [iceberg_uri(lake, k) for k in file_keys]
+    base: list = [None]
+
+    def attempt_commit(_attempt: int) -> None:
+        base[0] = table.current_snapshot()
+        if base[0] is None:
+            # Iceberg forks branches only from a snapshot: an empty table first gets an empty one on main.
+            with table.transaction() as tx, tx.update_snapshot(snapshot_properties={ACTION: "create"}).fast_append():
+                pass
             table.refresh()
-            continue
-        table.refresh()
-        return _commit_of(table, TRADES_REJECTED, before, attempt, props)
-    raise AssertionError("unreachable")
+            base[0] = table.current_snapshot()
+        with table.transaction() as tx:
+            ManageSnapshots(tx).create_branch(base[0].snapshot_id, branch).commit()
+            _stage_replacement(tx, spec, partition, uris, props, branch=branch)
+
+    _committed(table, f"{spec.qualified_name} {partition} (audit branch {branch})", attempt_commit)
+    head = table.snapshot_by_name(branch)
+    return AuditedVersion(spec, partition, run_id, branch, head.snapshot_id if head else None,
+                          base[0].snapshot_id if base[0] else None, tuple(file_keys), props)
+
+
+def publish_audited(catalog: "Catalog", lake: Lake, audited: AuditedVersion) -> Commit:
+    """Make an audited version what the table's readers see, and drop its branch.
+
+    When main has not moved since the branch forked, main is fast-forwarded to the audited snapshot: the
+    snapshot the checks read is the one published. Otherwise (another partition committed meanwhile) the
+    same replacement is applied on main, recording the audited snapshot. A stale run is refused, as
+    `replace_partition` refuses it.
+    """
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    spec, partition = audited.spec, audited.partition
+    table = load_table(catalog, lake, spec)
+    uris = [iceberg_uri(lake, k) for k in audited.file_keys]
+    before: list = [None]
+    outcome: list = [None]
+
+    def attempt_commit(attempt: int) -> None:
+        outcome[0] = _already_published(table, spec, partition, audited.run_id, audited.properties, attempt)
+        if outcome[0] is not None or audited.snapshot_id is None:
+            return
+        before[0] = table.current_snapshot()
+        main_id = before[0].snapshot_id if before[0] else None
+        with table.transaction() as tx:
+            snapshots = ManageSnapshots(tx)
+            if main_id == audited.base_snapshot_id:
+                snapshots.set_current_snapshot(snapshot_id=audited.snapshot_id)
+            else:
+                _stage_replacement(tx, spec, partition, uris,
+                                   {**audited.properties, AUDITED_SNAPSHOT: str(audited.snapshot_id)})
+            if audited.branch in tx.table_metadata.refs:
+                snapshots.remove_branch(audited.branch)
+            snapshots.commit()
+
+    attempts = _committed(table, f"{spec.qualified_name} {partition}", attempt_commit)
+    if outcome[0] is not None:
+        discard_audited(catalog, lake, audited)
+        return outcome[0]
+    return _commit_of(table, spec, before[0], attempts, audited.properties)
+
+
+def discard_audited(catalog: "Catalog", lake: Lake, audited: AuditedVersion) -> None:
+    """Drop the audit branch of a version that will not be published. Its snapshot stays in the table's
+    history (staged, not published) until maintenance expires it; its files until maintenance collects them."""
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    table = load_table(catalog, lake, audited.spec)
+
+    def attempt_commit(_attempt: int) -> None:
+        if audited.branch in table.metadata.refs:
+            with table.transaction() as tx:
+                ManageSnapshots(tx).remove_branch(audited.branch).commit()
+
+    _committed(table, f"{audited.spec.qualified_name} {audited.partition} (audit branch {audited.branch})",
+               attempt_commit)
 
 
 # ---------------------------------------------------------------- reading
@@ -434,14 +572,30 @@ def history(table: "Table", partition: TradePartition | None = None) -> list[His
     """Every snapshot of the table, oldest first (filtered to one symbol-month when given)."""
     current = table.current_snapshot()
     ancestors = {s.snapshot_id for s in current_ancestors(table)}
+    were_current = {entry.snapshot_id for entry in table.metadata.snapshot_log}
+    # Audited snapshots applied to main as a new snapshot (main had moved on since the audit branch forked).
+    applied_as = {int(audited): s.snapshot_id for s in current_ancestors(table)
+                  if (audited := summary_properties(s).get(AUDITED_SNAPSHOT))}
+    on_branch = {ref.snapshot_id: name for name, ref in table.metadata.refs.items() if name != "main"}
     entries = []
     for snapshot in sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0)):
         props = summary_properties(snapshot)
         if partition is not None and props.get(PARTITION) != str(partition):
             continue
         summary = snapshot.summary
-        status = ("current" if current and snapshot.snapshot_id == current.snapshot_id
-                  else "published" if snapshot.snapshot_id in ancestors else "rolled back")
+        sid, note = snapshot.snapshot_id, ""
+        if current and sid == current.snapshot_id:
+            status = "current"
+        elif sid in ancestors:
+            status = "published"
+        elif sid in applied_as:
+            status, note = "published", f"applied to main as snapshot {applied_as[sid]}"
+        elif sid in on_branch:
+            status, note = "staged-not-published", f"being audited on branch {on_branch[sid]}"
+        elif sid in were_current:
+            status = "rolled back"
+        else:
+            status, note = "staged-not-published", "its blocking checks failed, or its run stopped before publishing"
         entries.append(HistoryEntry(
             snapshot_id=snapshot.snapshot_id,
             time=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.timezone.utc).isoformat(timespec="seconds"),
@@ -449,7 +603,7 @@ def history(table: "Table", partition: TradePartition | None = None) -> list[His
             dagster_run_id=props.get(DAGSTER_RUN_ID), partition=props.get(PARTITION),
             rows_added=int(summary["added-records"] or 0), rows_removed=int(summary["deleted-records"] or 0),
             files_added=int(summary["added-data-files"] or 0), files_removed=int(summary["deleted-data-files"] or 0),
-            source_sha256=props.get(SOURCE_SHA256) or None,
+            source_sha256=props.get(SOURCE_SHA256) or None, note=note,
         ))
     return entries
 

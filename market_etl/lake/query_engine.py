@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from market_etl.core.tables import DATABASE
 from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, sql_string
@@ -259,6 +259,7 @@ class AthenaQueryEngine:
     poll_interval_seconds: float = 1.0
     page_rows: int = 10_000
     as_of: str | None = None  # a snapshot id or an ISO time: FOR VERSION AS OF / FOR TIMESTAMP AS OF
+    as_of_tables: tuple[str, ...] | None = None  # only these tables travel (a snapshot id is one table's); None: all
     name = "athena"
 
     @contextlib.contextmanager
@@ -282,7 +283,7 @@ class AthenaQueryEngine:
 
     def _sql(self, query: BoundQuery) -> tuple[str, list[str]]:
         sql, parameters = query.for_athena()
-        return (sql if self.as_of is None else time_travel_sql(sql, self.as_of)), parameters
+        return (sql if self.as_of is None else time_travel_sql(sql, self.as_of, self.as_of_tables)), parameters
 
     def query(self, query: BoundQuery) -> QueryResult:
         sql, parameters = self._sql(query)
@@ -312,8 +313,9 @@ class AthenaQueryEngine:
 TABLE_REFERENCE = re.compile(rf"\b{DATABASE}\.([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
 
 
-def time_travel_sql(sql: str, as_of: str) -> str:
-    """Athena SQL reading every market_data table as of a snapshot id or a time (Iceberg time travel)."""
+def time_travel_sql(sql: str, as_of: str, tables: Sequence[str] | None = None) -> str:
+    """Athena SQL reading the market_data tables (`tables`, or every one) as of a snapshot id or a time
+    (Iceberg time travel)."""
     if as_of.isdigit():
         clause = f"FOR VERSION AS OF {int(as_of)}"
     else:
@@ -323,7 +325,10 @@ def time_travel_sql(sql: str, as_of: str) -> str:
             raise QueryError(f"--as-of {as_of!r}: expected a snapshot id or an ISO time") from err
         when = (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
         clause = f"FOR TIMESTAMP AS OF TIMESTAMP '{when:%Y-%m-%d %H:%M:%S.%f} UTC'"
-    return TABLE_REFERENCE.sub(lambda m: f"{m.group(0)} {clause}", sql)
+    wanted = None if tables is None else {t.lower() for t in tables}
+    return TABLE_REFERENCE.sub(
+        lambda m: m.group(0) if wanted is not None and m.group(1).lower() not in wanted else f"{m.group(0)} {clause}",
+        sql)
 
 
 def build_query_engine(settings, as_of: str | None = None) -> DuckDBQueryEngine | AthenaQueryEngine:

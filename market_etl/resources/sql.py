@@ -8,27 +8,37 @@ uses); this module adds what the pipeline needs on top: registering partitions, 
   snapshot's files; Athena: `FOR VERSION AS OF` / `FOR TIMESTAMP AS OF`).
 - `refresh_views()` after a commit: DuckDB rebuilds its views over the tables' current snapshots;
   Athena reads the Iceberg tables natively and needs nothing.
-- `write_analytics(dataset, partition, catalog)` computes one analytics partition with SQL over the
-  tables, writes it under a run-unique key and commits it to the Iceberg table market_data.<dataset>
-  (replacing that symbol-month in one transaction).
+- `build_analytics(dataset, partition, catalog, checks)` is write-audit-publish for one analytics
+  partition: SQL over the published tables writes it under run-unique keys (`write_analytics_files`),
+  one commit puts it on an audit branch of market_data.<dataset>, the checks read that snapshot, and
+  only if every blocking check passed does main move to it. Nothing is redone when the partition's
+  published trades and the dataset's SQL are what the published version was built from.
 """
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import dagster as dg
 
 from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id
 from market_etl.core.metadata import ROW_COUNT, athena_query_url
-from market_etl.core.sql import BoundQuery, QueryResult, bind, get_query, partition_parameters
-from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TableSpec
+from market_etl.core.sql import (BoundQuery, CheckOutcome, QueryResult, bind, check_outcome, get_query,
+                                 partition_parameters)
+from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TRADES, TableSpec
 from market_etl.lake import Lake, LocalLake, open_lake
 from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, refresh_views, sql_string
-from market_etl.lake.iceberg import CatalogError, replace_partition
+from market_etl.lake.iceberg import (SUMMARY_PREFIX, AuditedVersion, CatalogError, Commit, RUN_ID, discard_audited,
+                                     load_table, publish_audited, published_run, stage_partition)
 from market_etl.lake.query_engine import AthenaQueryEngine, DuckDBQueryEngine
 from market_etl.settings import Settings
 
+# What an analytics version was built from, in its snapshot's summary: the published trades run of its
+# partition and the version of the dataset's SQL. Both unchanged: the published version is up to date.
+SOURCE_RUN = f"{SUMMARY_PREFIX}source-run-id"
+TRANSFORM = f"{SUMMARY_PREFIX}transform-version"
 
 
 def analytics_table(dataset: str) -> TableSpec:
@@ -42,6 +52,11 @@ def analytics_file_key(dataset: str, partition: TradePartition, run: str) -> str
     return f"{lake_key(Zone.ANALYTICS, partition, dataset=dataset)}/{run}-part-00000.snappy.parquet"
 
 
+def analytics_transform_version(dataset: str) -> str:
+    """The dataset's SQL, as a digest: editing the query makes every published partition out of date."""
+    return hashlib.sha256(get_query(dataset).sql.encode()).hexdigest()[:16]
+
+
 def with_partition_columns(query: BoundQuery) -> BoundQuery:
     """The analytics query plus its partition columns (year, month, symbol): the files carry them, so the
     Iceberg catalog takes each file's partition from its statistics."""
@@ -51,19 +66,49 @@ def with_partition_columns(query: BoundQuery) -> BoundQuery:
 
 
 @dataclass(frozen=True)
-class AnalyticsOutput:
+class AnalyticsFiles:
+    """One analytics partition written under run-unique keys, not yet in any snapshot."""
+
     dataset: str
     partition: TradePartition
+    run_id: str
+    keys: tuple[str, ...]
     uri: str
     rows: int
     bytes: int
     seconds: float
     details: dict[str, object] = field(default_factory=dict)  # engine-specific metadata (files, query id, ...)
 
+
+@dataclass(frozen=True)
+class AnalyticsBuild:
+    """The outcome of write-audit-publish for one analytics partition."""
+
+    status: str  # published | up to date | not published (a blocking check failed)
+    checks: dict[str, CheckOutcome]
+    files: AnalyticsFiles | None = None  # None: up to date, nothing written
+    audited: AuditedVersion | None = None
+    commit: Commit | None = None
+    reason: str = ""
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [name for name, outcome in self.checks.items() if not outcome.passed]
+
     def metadata(self) -> dict[str, object]:
-        return {ROW_COUNT: self.rows,
-                "uri": self.uri, "rows": self.rows, "bytes": self.bytes, "seconds": round(self.seconds, 3),
-                "rows_per_second": round(self.rows / self.seconds) if self.seconds else None, **self.details}
+        meta: dict[str, object] = {"status": self.status}
+        if self.reason:
+            meta["skipped_because" if self.status == "up to date" else "reason"] = self.reason
+        if self.files is not None:
+            f = self.files
+            meta |= {ROW_COUNT: f.rows, "uri": f.uri, "rows": f.rows, "bytes": f.bytes,
+                     "seconds": round(f.seconds, 3), "rows_per_second": round(f.rows / f.seconds) if f.seconds else None,
+                     "run_id": f.run_id, **f.details}
+        if self.audited is not None:
+            meta |= self.audited.metadata()
+        if self.commit is not None:
+            meta |= {**self.commit.metadata(), "snapshot_id": str(self.commit.snapshot_id)}
+        return meta
 
 
 class SqlEngine(dg.ConfigurableResource):
@@ -71,19 +116,60 @@ class SqlEngine(dg.ConfigurableResource):
 
     lake_url: str
 
-    def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
+    def query(self, query: BoundQuery, as_of: str | None = None,
+              as_of_tables: tuple[str, ...] | None = None) -> QueryResult:
+        """Run `query`; `as_of` reads the tables as they were (`as_of_tables`: only those travel)."""
         raise NotImplementedError
 
     def refresh_views(self, catalog) -> dict[str, object]:
         """Make readers see the tables' current snapshots (after a commit or a rollback)."""
         return {}
 
-    def write_analytics(self, dataset: str, partition: TradePartition, catalog) -> AnalyticsOutput:
+    def write_analytics_files(self, dataset: str, partition: TradePartition, run: str) -> AnalyticsFiles:
+        """The dataset's query for `partition`, written as Parquet under keys unique to `run`; no commit."""
         raise NotImplementedError
 
-    def run_named(self, name: str, partition: TradePartition) -> QueryResult:
-        """A named query over one symbol-month (analytics and check queries)."""
-        return self.query(bind(get_query(name), partition_parameters(partition)))
+    def _lake(self) -> Lake:
+        raise NotImplementedError
+
+    def run_named(self, name: str, partition: TradePartition, audited: AuditedVersion | None = None) -> QueryResult:
+        """A named query over one symbol-month (analytics and check queries); with `audited`, its table is
+        read at the audited snapshot (the other tables as published)."""
+        query = bind(get_query(name), partition_parameters(partition))
+        if audited is None or audited.snapshot_id is None:
+            return self.query(query)
+        return self.query(query, as_of=str(audited.snapshot_id), as_of_tables=(audited.spec.name,))
+
+    def build_analytics(self, dataset: str, partition: TradePartition, catalog,
+                        checks: Sequence[tuple[str, str, bool]], force: bool = False) -> AnalyticsBuild:
+        """Write-audit-publish for one analytics partition; `checks` are (check name, query name, blocking).
+
+        Write: the query's result under run-unique keys, committed to the audit branch `audit-<run>`
+        (main, what every reader reads, does not move). Audit: each check query reads that snapshot.
+        Publish: only when every blocking check passed, main moves to it (`publish_audited`); otherwise
+        the branch is dropped and the published version stays. Skipped ("up to date") when the published
+        version was built from the partition's current trades with the current SQL, unless `force`.
+        """
+        table, lake = analytics_table(dataset), self._lake()
+        trades = published_run(load_table(catalog, lake, TRADES), partition)
+        built_from = {SOURCE_RUN: (trades or {}).get(RUN_ID, "none"), TRANSFORM: analytics_transform_version(dataset)}
+        published = published_run(load_table(catalog, lake, table), partition)
+        if not force and published is not None and all(published.get(k) == v for k, v in built_from.items()):
+            return AnalyticsBuild(
+                status="up to date", checks={},
+                reason=(f"snapshot {published['snapshot_id']} was built from trades run {built_from[SOURCE_RUN]} "
+                        f"with this SQL (version {built_from[TRANSFORM]}), and its checks passed then"))
+        files = self.write_analytics_files(dataset, partition, new_run_id())
+        audited = stage_partition(catalog, lake, table, partition, files.keys, built_from, run_id=files.run_id)
+        outcomes = {name: check_outcome(self.run_named(query, partition, audited)) for name, query, _ in checks}
+        failed = [name for name, query, blocking in checks if blocking and not outcomes[name].passed]
+        if failed:
+            discard_audited(catalog, lake, audited)
+            return AnalyticsBuild(status="not published", checks=outcomes, files=files, audited=audited,
+                                  reason=f"blocking checks failed: {', '.join(failed)}")
+        commit = publish_audited(catalog, lake, audited)
+        self.refresh_views(catalog)
+        return AnalyticsBuild(status="published", checks=outcomes, files=files, audited=audited, commit=commit)
 
 
 class DuckDBSqlEngine(SqlEngine):
@@ -102,18 +188,19 @@ class DuckDBSqlEngine(SqlEngine):
     def _connect(self, as_of: str | None = None):
         return DuckDBQueryEngine(self.database_path, as_of=as_of).connect()
 
-    def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
+    def query(self, query: BoundQuery, as_of: str | None = None,
+              as_of_tables: tuple[str, ...] | None = None) -> QueryResult:
+        # A snapshot id travels only in the table that has it (duckdb_catalog.snapshots_as_of).
         return DuckDBQueryEngine(self.database_path, as_of=as_of).query(query)
 
     def refresh_views(self, catalog) -> dict[str, object]:
         return {"duckdb_views": str(refresh_views(catalog, self._lake()))}
 
-    def write_analytics(self, dataset: str, partition: TradePartition, catalog) -> AnalyticsOutput:
-        """COPY the dataset's query result for the partition to a run-unique Parquet file, then commit it
-        to market_data.<dataset> replacing that symbol-month (one transaction), then refresh the views."""
-        table = analytics_table(dataset)
+    def write_analytics_files(self, dataset: str, partition: TradePartition, run: str) -> AnalyticsFiles:
+        """COPY the dataset's query result for the partition to a Parquet file unique to `run` (none when
+        the partition has no trades)."""
+        analytics_table(dataset)
         lake = self._lake()
-        run = new_run_id()
         key = analytics_file_key(dataset, partition, run)
         target = lake.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,13 +215,12 @@ class DuckDBSqlEngine(SqlEngine):
             raise
         finally:
             con.close()
-        if rows == 0:  # no trades in the partition: commit the removal of what was there, add nothing
+        size = target.stat().st_size
+        if rows == 0:  # no trades in the partition: the commit removes what was there and adds nothing
             target.unlink()
-        commit = replace_partition(catalog, lake, table, partition, [key] if rows else [], {}, run_id=run)
-        self.refresh_views(catalog)
-        return AnalyticsOutput(dataset=dataset, partition=partition, uri=str(target), rows=rows,
-                               bytes=target.stat().st_size, seconds=time.perf_counter() - started,
-                               details={"run_id": run, **commit.metadata()})
+        return AnalyticsFiles(dataset=dataset, partition=partition, run_id=run, keys=(key,) if rows else (),
+                              uri=str(target), rows=rows, bytes=size if rows else 0,
+                              seconds=time.perf_counter() - started)
 
 
 @dataclass(frozen=True)
@@ -192,10 +278,11 @@ class AthenaSqlEngine(SqlEngine):
     database: str = DATABASE
     poll_interval_seconds: float = 1.0
 
-    def _reader(self, as_of: str | None = None) -> AthenaQueryEngine:
+    def _reader(self, as_of: str | None = None, as_of_tables: tuple[str, ...] | None = None) -> AthenaQueryEngine:
         return AthenaQueryEngine(work_group=self.work_group, s3_staging_dir=self.s3_staging_dir, region=self.region,
                                  endpoint_url=self.endpoint_url, database=self.database,
-                                 poll_interval_seconds=self.poll_interval_seconds, as_of=as_of)
+                                 poll_interval_seconds=self.poll_interval_seconds, as_of=as_of,
+                                 as_of_tables=as_of_tables)
 
     def _executed(self, sql: str, parameters: list[str], label: str):
         return self._reader().executed(sql, parameters, label)
@@ -208,8 +295,9 @@ class AthenaSqlEngine(SqlEngine):
     def _lake(self) -> Lake:
         return open_lake(self.lake_url, s3_endpoint_url=self.s3_endpoint_url, region=self.region)
 
-    def query(self, query: BoundQuery, as_of: str | None = None) -> QueryResult:
-        return self._reader(as_of).query(query)
+    def query(self, query: BoundQuery, as_of: str | None = None,
+              as_of_tables: tuple[str, ...] | None = None) -> QueryResult:
+        return self._reader(as_of, as_of_tables).query(query)
 
     def _unload(self, query: BoundQuery, target: str) -> str:
         """Run the UNLOAD of `query` into `target`; returns Athena's query execution id."""
@@ -217,18 +305,15 @@ class AthenaSqlEngine(SqlEngine):
         with self._executed(unload_statement(sql, target), parameters, f"UNLOAD of {query.label}") as cursor:
             return cursor.query_id
 
-    def write_analytics(self, dataset: str, partition: TradePartition, catalog) -> AnalyticsOutput:
-        """UNLOAD the dataset's query for the partition into a fresh run prefix, then commit the files it
-        wrote to the Iceberg table market_data.<dataset>, replacing that symbol-month in one transaction.
+    def write_analytics_files(self, dataset: str, partition: TradePartition, run: str) -> AnalyticsFiles:
+        """UNLOAD the dataset's query for the partition into the fresh prefix `.../symbol=S/run-<run>/`.
 
-        UNLOAD writes only into an empty location, so each materialisation writes its own
-        `.../symbol=S/run-<id>/`; readers see the old version until the commit, the new one after. A
-        failure before the commit deletes the new prefix. Older runs' files stay until maintenance
-        deletes what no snapshot references (time travel keeps working meanwhile).
+        UNLOAD writes only into an empty location, so each run writes its own prefix; a failed UNLOAD
+        deletes what it left. Nothing is committed here: until publish_audited moves main, readers see
+        the old version; files no snapshot references are deleted by maintenance after its grace period.
         """
-        table = analytics_table(dataset)
+        analytics_table(dataset)
         lake = self._lake()
-        run = new_run_id()
         run_key = lake_key(Zone.ANALYTICS, partition, dataset=dataset, run=run)
         target = lake.uri(run_key) + "/"
         if not target.startswith("s3://"):
@@ -239,18 +324,16 @@ class AthenaSqlEngine(SqlEngine):
             query_id = self._unload(with_partition_columns(bind(get_query(dataset), partition_parameters(partition))),
                                     target)
             written = unloaded_files(lake, run_key + "/")
-            keys = [o.key for o in lake.list(run_key + "/")]
-            commit = replace_partition(catalog, lake, table, partition, keys, {}, run_id=run)
+            keys = tuple(o.key for o in lake.list(run_key + "/"))
         except BaseException:
             lake.delete_prefix(run_key + "/")
             raise
-        return AnalyticsOutput(
-            dataset=dataset, partition=partition, uri=target, rows=written.rows, bytes=written.bytes,
-            seconds=time.perf_counter() - started,
-            details={"files": written.files, "athena_query_id": query_id, "run_id": run,
+        return AnalyticsFiles(
+            dataset=dataset, partition=partition, run_id=run, keys=keys, uri=target, rows=written.rows,
+            bytes=written.bytes, seconds=time.perf_counter() - started,
+            details={"files": written.files, "athena_query_id": query_id,
                      **({"athena_query_url": dg.MetadataValue.url(athena_query_url(self.region, query_id))}
-                        if self.region else {}),
-                     **commit.metadata()},
+                        if self.region else {})},
         )
 
 

@@ -1,6 +1,7 @@
 """Analytics assets and their checks, in real Dagster runs over a generated lake: bars and daily stats equal
-Python's own computation; a re-run replaces only its partition; a deliberately inconsistent bar fails
-its check; a failed upstream check leaves the published table unchanged (case 24)."""
+Python's own computation; a re-run replaces only its partition, and finds an unchanged one up to date; a
+deliberately inconsistent version fails its check on the audit branch and is never published; a failed
+upstream check leaves the published table unchanged (case 24)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -20,7 +21,7 @@ from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, 
 from market_etl.defs.partitions import partition_of, trade_partitions
 from market_etl.lake import LocalLake
 from market_etl.lake.duckdb_catalog import sql_string
-from market_etl.lake.iceberg import load_table, local_path, open_catalog, partition_filter, snapshot_files
+from market_etl.lake.iceberg import history, load_table, local_path, open_catalog, partition_filter, snapshot_files
 from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl.settings import Settings
@@ -46,15 +47,13 @@ def lake(tmp_path) -> tuple[Path, dict[TradePartition, list[SourceTrade]]]:
     return tmp_path, source
 
 
-def _run(root: Path, partition: TradePartition, assets=(), only_checks=None) -> dg.ExecuteInProcessResult:
-    """One partition's run of every asset and check, or of `only_checks` alone."""
+def _run(root: Path, partition: TradePartition, assets=(), engine=None) -> dg.ExecuteInProcessResult:
+    """One partition's run of every asset and check."""
     defs = dg.Definitions(assets=[*build_analytics_assets(PARTITIONS), *assets],
-                          resources={"sql": DuckDBSqlEngine(lake_url=str(root)),
+                          resources={"sql": engine or DuckDBSqlEngine(lake_url=str(root)),
                                      "catalog": IcebergCatalogResource(lake_url=str(root))})
     job = defs.resolve_implicit_global_asset_job_def()
-    if only_checks is not None:
-        job = job.get_subset(asset_selection=set(), asset_check_selection=set(only_checks))
-    elif not assets:  # the trades are published by the fixture: the analytics and their checks only
+    if not assets:  # the trades are published by the fixture: the analytics and their checks only
         job = job.get_subset(asset_selection={OHLCV_1M, DAILY_TRADE_STATS})
     return job.execute_in_process(partition_key=partition.dagster_key(), instance=dg.DagsterInstance.ephemeral(),
                                   raise_on_error=False)
@@ -131,17 +130,39 @@ def test_analytics_and_checks_materialise_and_equal_python(lake):
     assert ohlcv.metadata["rows"].value == len(bars) and ohlcv.metadata["snapshot_id"].value
 
 
-def test_a_re_run_replaces_only_its_own_partition(lake):
-    root, _ = lake
+def test_a_re_run_replaces_only_its_own_partition_and_an_unchanged_one_is_up_to_date(lake):
+    root, source = lake
     assert _run(root, BTC).success and _run(root, ETH).success
     eth_dir = LocalLake(root).path(lake_key(Zone.ANALYTICS, ETH, dataset="ohlcv_1m"))
     eth_before = {p.name: p.read_bytes() for p in eth_dir.iterdir()}
-
     first = _published_bars_file(root, BTC)
-    assert _run(root, BTC).success
+    snapshots = _snapshot_count(root)
 
+    unchanged = _run(root, BTC)  # neither the trades nor the SQL changed: nothing is written or committed
+    assert unchanged.success
+    assert {m.metadata["status"].value for m in _materializations(unchanged)} == {"up to date"}
+    assert all(c.passed for c in _checks(unchanged).values()) and len(_checks(unchanged)) == 4
+    assert _snapshot_count(root) == snapshots and _published_bars_file(root, BTC) == first
+
+    trades = generate_trades(BTC, range(1, 4), 200, seed=5)  # BTCUSDT's trades are published anew
+    write_processed_partition(root, BTC, trades)
+    publish_partition(root, BTC)
+    rebuilt = _run(root, BTC)
+
+    assert rebuilt.success
+    assert {m.metadata["status"].value for m in _materializations(rebuilt)} == {"published"}
     assert _published_bars_file(root, BTC) != first  # the table now holds the new run's file, alone
+    assert_rows_equal(_analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time"), python_bars(trades))
     assert {p.name: p.read_bytes() for p in eth_dir.iterdir()} == eth_before
+
+
+def _materializations(result) -> list[dg.AssetMaterialization]:
+    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+
+
+def _snapshot_count(root: Path) -> int:
+    lake = LocalLake(root)
+    return len(load_table(open_catalog(lake), lake, OHLCV_1M_TABLE).snapshots())
 
 
 def _published_bars_file(root: Path, partition: TradePartition) -> str:
@@ -151,35 +172,69 @@ def _published_bars_file(root: Path, partition: TradePartition) -> str:
     return local_path(file.path)
 
 
-def _rewrite_bars(root: Path, select: str) -> None:
-    """Corrupt the published ohlcv_1m file of BTCUSDT/2025-07 in place: `select` over its own rows (alias `bars`)."""
-    path = Path(_published_bars_file(root, BTC))
-    temp = path.with_name("rewritten")
-    duckdb.execute(f"COPY (WITH bars AS (SELECT * FROM read_parquet({sql_string(str(path))})) {select}) "
-                   f"TO {sql_string(str(temp))} (FORMAT parquet)")
-    temp.replace(path)
+class CorruptingSqlEngine(DuckDBSqlEngine):
+    """Writes the bars as the engine does, then rewrites the file it wrote with `corruption`: a SELECT over its
+    own rows (alias `bars`). Stands for an analytics query that went wrong; everything after the write is real."""
+
+    corruption: str
+
+    def write_analytics_files(self, dataset, partition, run):
+        files = super().write_analytics_files(dataset, partition, run)
+        if dataset == "ohlcv_1m":
+            path = Path(files.uri)
+            temp = path.with_name("rewritten")
+            duckdb.execute(f"COPY (WITH bars AS (SELECT * FROM read_parquet({sql_string(str(path))}, hive_partitioning = false)) "
+                           f"{self.corruption}) TO {sql_string(str(temp))} (FORMAT parquet)")
+            temp.replace(path)
+        return files
 
 
 @pytest.mark.parametrize("corruption, failing", [
     # One bar whose low sits above its open.
-    ("SELECT * REPLACE (CASE WHEN bar_time = (SELECT min(bar_time) FROM bars) THEN open + 1 ELSE low END AS low) "
+    ("SELECT * REPLACE (CASE WHEN bar_time = (SELECT min(bar_time) FROM bars) THEN CAST(open + 1 AS DECIMAL(18, 8)) ELSE low END AS low) "
      "FROM bars", {"ohlc_consistent"}),
     # One bar lost: volume no longer adds up and a trading minute has no bar.
     ("SELECT * FROM bars WHERE bar_time <> (SELECT min(bar_time) FROM bars)", {"volume_reconciles", "minute_coverage"}),
 ])
-def test_an_inconsistent_bar_fails_its_check(lake, corruption, failing):
+def test_an_inconsistent_version_fails_its_check_before_anyone_can_read_it(lake, corruption, failing):
+    """Write-audit-publish for analytics: the checks judge the audited snapshot; a failed blocking check
+    leaves the published version (what every query reads) exactly as it was."""
     root, _ = lake
     assert _run(root, BTC).success
-    _rewrite_bars(root, corruption)
+    published = _analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time")
+    trades = generate_trades(BTC, range(1, 4), 200, seed=6)  # new trades: the bars must be rebuilt
+    write_processed_partition(root, BTC, trades)
+    publish_partition(root, BTC)
 
-    result = _run(root, BTC, only_checks=[dg.AssetCheckKey(OHLCV_1M, name) for name in OHLCV_CHECKS])
+    result = _run(root, BTC, engine=CorruptingSqlEngine(lake_url=str(root), corruption=corruption))
 
+    assert not result.success
     checks = _checks(result)
-    assert set(checks) == {("ohlcv_1m", c) for c in OHLCV_CHECKS}
     assert {name for (_, name), c in checks.items() if not c.passed} == failing
     for name in failing:
         assert checks[("ohlcv_1m", name)].metadata["failures"].value >= 1
         assert checks[("ohlcv_1m", name)].severity == dg.AssetCheckSeverity.ERROR
+    assert OHLCV_1M not in {m.asset_key for m in _materializations(result)}
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "not published, blocking checks failed" in failure.event_specific_data.error.message
+    # Readers see the version published before, exactly; the refused one is in history, never current.
+    assert _analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time") == published
+    lake = LocalLake(root)
+    table = load_table(open_catalog(lake), lake, OHLCV_1M_TABLE)
+    refused = [h for h in history(table, BTC) if h.status == "staged-not-published"]
+    assert {h.operation for h in refused} == {"delete", "append"}  # one version: its delete, then its add
+    assert sum(h.rows_added for h in refused) == len(python_bars(trades)) - (0 if "REPLACE" in corruption else 1)
+    assert set(table.metadata.refs) == {"main"}  # the audit branch is gone
+
+
+def test_a_first_version_that_fails_its_check_leaves_the_table_empty(tmp_path):
+    write_processed_partition(tmp_path, BTC, generate_trades(BTC, range(1, 3), 100, seed=7))
+    publish_partition(tmp_path, BTC)
+    engine = CorruptingSqlEngine(lake_url=str(tmp_path), corruption="SELECT * FROM bars LIMIT 1")
+
+    assert not _run(tmp_path, BTC, engine=engine).success
+
+    assert _analytics(tmp_path, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time") == []
 
 
 def stand_in_processed_trades(root: Path):

@@ -1,6 +1,6 @@
-"""Analytics on the aws runtime: an Athena UNLOAD into a fresh run prefix, committed to the Iceberg table
-market_data.<dataset> in moto's Glue (replacing that symbol-month); the declared analytics columns are
-what the queries return.
+"""Analytics on the aws runtime: an Athena UNLOAD into a fresh run prefix, committed to an audit branch of
+the Iceberg table market_data.<dataset> in moto's Glue, checked there, then published (replacing that
+symbol-month); the declared analytics columns are what the queries return.
 
 moto's Athena records a query (text, execution parameters, workgroup) but never runs SQL, so it writes
 no UNLOAD output. `AthenaWritingParquet` below is a TEST-ONLY stand-in for that one side effect: after the
@@ -24,7 +24,9 @@ from market_etl.core.sql import BoundQuery, bind, get_query, partition_parameter
 from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TRADES, TRADES_REJECTED
 from market_etl.lake.duckdb_catalog import view_sql
 from market_etl.lake.iceberg import load_table, open_catalog, partition_filter, snapshot_files
+from market_etl.lake.query_engine import time_travel_sql
 from market_etl.resources.sql import AthenaSqlEngine, unload_statement, with_partition_columns
+from market_etl_tests.moto_fixtures import seed_athena_result
 
 REGION = "us-east-1"
 WORKGROUP = "market-etl"
@@ -120,42 +122,51 @@ def test_declared_analytics_columns_are_what_the_queries_return():
         assert [(row[0], row[1]) for row in described] == expected, dataset
 
 
-def test_unload_is_committed_to_the_iceberg_table_replacing_the_previous_run(moto_endpoint, s3_lake, catalog):
-    eth = _engine(moto_endpoint, s3_lake, [7]).write_analytics("ohlcv_1m", ETH, catalog)
+def _build(engine: AthenaWritingParquet, dataset: str, partition: TradePartition, catalog, checks=()):
+    """Write, audit (with `checks`: moto answers their queries with what the test seeded), publish. Forced: the
+    trades table is empty here, so every build would find the last one up to date."""
+    return engine.build_analytics(dataset, partition, catalog, list(checks), force=True)
 
-    first = _engine(moto_endpoint, s3_lake, [3, 2]).write_analytics("ohlcv_1m", BTC, catalog)
-    assert first.rows == 5 and first.metadata()["files"] == 2 and first.metadata()["files_added"] == 2
-    assert first.metadata()["dagster/row_count"] == 5
-    query_url = first.metadata()["athena_query_url"]  # a link in the UI, to the query in Athena's console
-    assert query_url.url.endswith(f"#/query-editor/history/{first.metadata()['athena_query_id']}")
+
+def test_unload_is_committed_to_the_iceberg_table_replacing_the_previous_run(moto_endpoint, s3_lake, catalog):
+    eth = _build(_engine(moto_endpoint, s3_lake, [7]), "ohlcv_1m", ETH, catalog).files
+
+    build = _build(_engine(moto_endpoint, s3_lake, [3, 2]), "ohlcv_1m", BTC, catalog)
+    first, meta = build.files, build.metadata()
+    assert build.status == "published"
+    assert first.rows == 5 and meta["files"] == 2 and meta["files_added"] == 2
+    assert meta["dagster/row_count"] == 5
+    query_url = meta["athena_query_url"]  # a link in the UI, to the query in Athena's console
+    assert query_url.url.endswith(f"#/query-editor/history/{meta['athena_query_id']}")
     assert query_url.url.startswith(f"https://{REGION}.console.aws.amazon.com/athena/")
     partition_key = lake_key(Zone.ANALYTICS, BTC, dataset="ohlcv_1m")
     assert first.uri.startswith(s3_lake.uri(partition_key) + "/run-") and first.uri.endswith("/")
 
     athena = boto3.client("athena", endpoint_url=moto_endpoint, region_name=REGION)
-    execution = athena.get_query_execution(QueryExecutionId=first.metadata()["athena_query_id"])["QueryExecution"]
+    execution = athena.get_query_execution(QueryExecutionId=meta["athena_query_id"])["QueryExecution"]
     select, parameters = with_partition_columns(bind(get_query("ohlcv_1m"), partition_parameters(BTC))).for_athena()
     assert execution["Query"] == unload_statement(select, first.uri)
     assert "WHERE year = ? AND month = ? AND symbol = ?" in execution["Query"]
     assert execution["ExecutionParameters"] == ["2025", "7", "'BTCUSDT'", "2025", "7", "'BTCUSDT'"]
     assert execution["WorkGroup"] == WORKGROUP
     assert all(p.startswith(first.uri) for p in _published(catalog, s3_lake, "ohlcv_1m", BTC))
+    # Main was not moved by anyone else: it was fast-forwarded to the very snapshot the audit read.
+    assert meta["snapshot_id"] == meta["audited_snapshot_id"]
 
-    second = _engine(moto_endpoint, s3_lake, [4]).write_analytics("ohlcv_1m", BTC, catalog)
-    assert second.rows == 4 and second.metadata()["files_removed"] == 2
+    second = _build(_engine(moto_endpoint, s3_lake, [4]), "ohlcv_1m", BTC, catalog)
+    assert second.files.rows == 4 and second.metadata()["files_removed"] == 2
     assert _published(catalog, s3_lake, "ohlcv_1m", BTC) == [
-        f"{second.uri}{second.metadata()['athena_query_id']}_00000"]
+        f"{second.files.uri}{second.metadata()['athena_query_id']}_00000"]
     # Other partitions are untouched.
-    assert _published(catalog, s3_lake, "ohlcv_1m", ETH) == [f"{eth.uri}{eth.metadata()['athena_query_id']}_00000"]
+    assert _published(catalog, s3_lake, "ohlcv_1m", ETH) == [f"{eth.uri}{eth.details['athena_query_id']}_00000"]
 
 
 def test_a_failed_unload_keeps_the_published_version_and_cleans_its_prefix(moto_endpoint, s3_lake, catalog):
-    good = _engine(moto_endpoint, s3_lake, [2]).write_analytics("daily_trade_stats", BTC, catalog)
+    good = _build(_engine(moto_endpoint, s3_lake, [2]), "daily_trade_stats", BTC, catalog).files
     published = _published(catalog, s3_lake, "daily_trade_stats", BTC)
 
     with pytest.raises(RuntimeError, match="failed after writing"):
-        _engine(moto_endpoint, s3_lake, [5], fail_after_writing=True).write_analytics("daily_trade_stats", BTC,
-                                                                                       catalog)
+        _build(_engine(moto_endpoint, s3_lake, [5], fail_after_writing=True), "daily_trade_stats", BTC, catalog)
 
     assert _published(catalog, s3_lake, "daily_trade_stats", BTC) == published
     partition_key = lake_key(Zone.ANALYTICS, BTC, dataset="daily_trade_stats")
@@ -164,7 +175,52 @@ def test_a_failed_unload_keeps_the_published_version_and_cleans_its_prefix(moto_
 
 def test_an_empty_partition_commits_an_empty_version(moto_endpoint, s3_lake, catalog):
     """No trades for the partition: an UNLOAD that writes nothing is the right answer (0 rows)."""
-    _engine(moto_endpoint, s3_lake, [3]).write_analytics("ohlcv_1m", ETH, catalog)
-    empty = _engine(moto_endpoint, s3_lake, []).write_analytics("ohlcv_1m", ETH, catalog)
-    assert (empty.rows, empty.bytes, empty.metadata()["files"]) == (0, 0, 0)
+    _build(_engine(moto_endpoint, s3_lake, [3]), "ohlcv_1m", ETH, catalog)
+    empty = _build(_engine(moto_endpoint, s3_lake, []), "ohlcv_1m", ETH, catalog)
+    assert (empty.files.rows, empty.files.bytes, empty.metadata()["files"]) == (0, 0, 0)
     assert _published(catalog, s3_lake, "ohlcv_1m", ETH) == []
+
+
+CHECK = ("ohlc_consistent", "check_ohlcv_1m_ohlc_consistent", True)
+
+
+@pytest.mark.parametrize("failures", ["0", "1"])
+def test_athena_checks_read_the_audited_snapshot_and_a_failure_keeps_the_published_version(
+        moto_endpoint, s3_lake, catalog, failures):
+    """On Glue: the version is committed to an audit branch, the check query reads that snapshot of
+    ohlcv_1m (FOR VERSION AS OF) and nothing else at a past version; only a passing check moves main."""
+    _build(_engine(moto_endpoint, s3_lake, [3]), "ohlcv_1m", BTC, catalog)
+    published = _published(catalog, s3_lake, "ohlcv_1m", BTC)
+    # Results are handed out in order of fetching: pyathena fetches the UNLOAD's (empty) result first.
+    seed_athena_result(moto_endpoint, [], [])
+    seed_athena_result(moto_endpoint, [("bars", "bigint", 19, 0), ("failures", "bigint", 19, 0)], [["4", failures]])
+
+    build = _build(_engine(moto_endpoint, s3_lake, [4]), "ohlcv_1m", BTC, catalog, [CHECK])
+
+    audited = build.audited.snapshot_id
+    athena = boto3.client("athena", endpoint_url=moto_endpoint, region_name=REGION)
+    [check_sql] = [q for q in _executed_queries(athena) if f"FOR VERSION AS OF {audited}" in q]
+    assert f"FROM market_data.ohlcv_1m FOR VERSION AS OF {audited}" in check_sql
+    table = load_table(catalog, s3_lake, ANALYTICS_TABLES["ohlcv_1m"])
+    assert set(table.metadata.refs) == {"main"}  # the audit branch is gone either way
+    if failures == "0":
+        assert build.status == "published" and table.current_snapshot().snapshot_id == audited
+        assert _published(catalog, s3_lake, "ohlcv_1m", BTC) != published
+    else:
+        assert build.status == "not published" and build.failed_checks == ["ohlc_consistent"]
+        assert _published(catalog, s3_lake, "ohlcv_1m", BTC) == published
+        assert table.current_snapshot().snapshot_id != audited
+
+
+def _executed_queries(athena) -> list[str]:
+    ids = athena.list_query_executions(WorkGroup=WORKGROUP)["QueryExecutionIds"]
+    return [athena.get_query_execution(QueryExecutionId=i)["QueryExecution"]["Query"] for i in ids]
+
+
+def test_time_travel_restricted_to_one_table_leaves_the_others_current():
+    sql = ("SELECT * FROM market_data.ohlcv_1m o JOIN market_data.trades_binance t ON o.symbol = t.symbol "
+           "WHERE o.year = ?")
+    assert time_travel_sql(sql, "42", ("ohlcv_1m",)) == (
+        "SELECT * FROM market_data.ohlcv_1m FOR VERSION AS OF 42 o JOIN market_data.trades_binance t "
+        "ON o.symbol = t.symbol WHERE o.year = ?")
+    assert time_travel_sql(sql, "42").count("FOR VERSION AS OF 42") == 2

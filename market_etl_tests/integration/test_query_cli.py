@@ -23,6 +23,7 @@ from market_etl.lake.query_engine import DuckDBQueryEngine
 from market_etl.query_cli import ExitCode
 from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl_tests.lake_fixtures import build_processed_lake, publish_partition
+from market_etl_tests.moto_fixtures import seed_athena_result
 
 REGION = "us-east-1"
 BTC, ETH = TradePartition("BTCUSDT", "2025-07"), TradePartition("ETHUSDT", "2025-07")
@@ -238,6 +239,45 @@ def test_a_read_statement_does_reach_athena(aws_runtime, capsys):
 
 
 # ---------------------------------------------------------------- --output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_output_file_holds_the_same_result(lake_root, tmp_path, suffix):
+    target = tmp_path / "out" / f"vwap{suffix}"
+    args = ["query", "vwap_1m", "--symbol", "BTCUSDT", "--date", "2025-07-02"]
+    done = _run([*args, "--output", str(target)], _env(lake_root))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and f"written to {target}" in done.stderr
+    expected = DuckDBQueryEngine.for_lake(str(lake_root)).query(
+        bind(get_query("vwap_1m"), {"symbol": "BTCUSDT", "year": 2025, "month": 7, "day": 2}))
+    if suffix == ".parquet":
+        table = pq.read_table(target)
+        got = [tuple(r.values()) for r in table.to_pylist()]
+        assert str(table.schema.field("volume").type).startswith("decimal128")
+        assert [(m.replace(tzinfo=None), v, q, n) for m, v, q, n in got] == [
+            (m.replace(tzinfo=None), v, q, n) for m, v, q, n in expected.rows]
+    elif suffix == ".csv":
+        got = list(csv.DictReader(target.open()))
+        assert [Decimal(r["volume"]) for r in got] == [r[2] for r in expected.rows]
+    else:
+        got = json.loads(target.read_text())
+        assert [Decimal(str(r["volume"])) for r in got] == [r[2] for r in expected.rows]
+        assert [r["trades"] for r in got] == [r[3] for r in expected.rows]
+    assert len(got) == len(expected.rows) > 0
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary file left behind
+
+
+def test_a_failed_export_leaves_no_file(lake_root, tmp_path):
+    target = tmp_path / "out.parquet"
+    done = _run(["query", "--sql", "SELECT CAST('x' AS integer) AS broken", "--output", str(target)],
+                _env(lake_root))
+    assert done.returncode == ExitCode.ENGINE_FAILED, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _seed_athena_result(moto_endpoint: str, rows: list[list[str]]) -> None:
+    seed_athena_result(moto_endpoint, [("minute", "timestamp", 3, 0), ("volume", "decimal", 28, 8),
+                                       ("trades", "bigint", 19, 0)], rows)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
