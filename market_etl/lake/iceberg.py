@@ -632,6 +632,7 @@ class MaintenanceReport:
     files_deleted: int
     bytes_deleted: int
     unreferenced_in_grace: int  # unreferenced, but younger than the grace period: kept for now
+    audit_branches_removed: int = 0  # abandoned by runs that stopped between audit and publish
 
     def metadata(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -644,14 +645,28 @@ def referenced_files(table: "Table") -> set[str]:
 
 def maintain(catalog: "Catalog", lake: Lake, spec: TableSpec, *, retention: dt.timedelta, grace: dt.timedelta,
              now: dt.datetime | None = None) -> MaintenanceReport:
-    """Expire snapshots older than `retention` (never the current one), then delete the data files under the
-    table's directory that no remaining snapshot lists and that are older than `grace`.
+    """Drop audit branches older than `grace`, expire snapshots older than `retention` (never the current
+    one), then delete the data files under the table's directory that no remaining snapshot lists and
+    that are older than `grace`.
 
     The grace period protects a run that wrote files and has not committed them yet, and a query still
     reading a snapshot that just expired. The table's metadata/ directory is left to the catalog.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
     table = load_table(catalog, lake, spec)
+    grace_cutoff = (now - grace).timestamp()
+    # An audit branch outliving the grace period belongs to a run that stopped between audit and publish.
+    abandoned = [name for name, ref in table.metadata.refs.items() if name.startswith(AUDIT_BRANCH_PREFIX)
+                 and table.snapshot_by_id(ref.snapshot_id).timestamp_ms < grace_cutoff * 1000]
+    if abandoned:
+        from pyiceberg.table.update.snapshot import ManageSnapshots
+
+        with table.transaction() as tx:
+            snapshots = ManageSnapshots(tx)
+            for name in abandoned:
+                snapshots.remove_branch(name)
+            snapshots.commit()
+        table.refresh()
     current = table.current_snapshot()
     cutoff_ms = int((now - retention).timestamp() * 1000)
     expired = [s.snapshot_id for s in table.snapshots()
@@ -660,7 +675,6 @@ def maintain(catalog: "Catalog", lake: Lake, spec: TableSpec, *, retention: dt.t
         table.maintenance.expire_snapshots().by_ids(expired).commit()
         table.refresh()
     metadata_prefix = f"{spec.location_key}/metadata/"
-    grace_cutoff = (now - grace).timestamp()
     referenced = referenced_files(table)
     candidates, young = [], 0
     for obj in lake.list(spec.location_key + "/"):
@@ -678,7 +692,7 @@ def maintain(catalog: "Catalog", lake: Lake, spec: TableSpec, *, retention: dt.t
         if iceberg_uri(lake, obj.key) not in referenced:
             lake.delete(obj.key)
             deleted, size = deleted + 1, size + obj.size
-    return MaintenanceReport(spec.name, len(expired), deleted, size, young)
+    return MaintenanceReport(spec.name, len(expired), deleted, size, young, len(abandoned))
 
 
 def delete_expired_scratch(lake: Lake, grace: dt.timedelta, now: dt.datetime | None = None) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from market_etl.core.keys import TradePartition, Zone, lake_key, staged_manifest_key
+from market_etl.core.keys import TradePartition, Zone, lake_key, new_run_id, staged_manifest_key
 from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
 from market_etl.core.tables import OHLCV_1M as OHLCV_1M_TABLE
 from market_etl.core.sql import bind, get_query, partition_parameters
@@ -21,7 +21,8 @@ from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, 
 from market_etl.defs.partitions import partition_of, trade_partitions
 from market_etl.lake import LocalLake
 from market_etl.lake.duckdb_catalog import sql_string
-from market_etl.lake.iceberg import history, load_table, local_path, open_catalog, partition_filter, snapshot_files
+from market_etl.lake.iceberg import (history, load_table, local_path, maintain, open_catalog, partition_filter,
+                                     publish_audited, snapshot_files, stage_partition)
 from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl.settings import Settings
@@ -298,3 +299,57 @@ def test_publishing_a_version_whose_blocking_checks_failed_by_hand_is_refused(tm
     [failure] = [e for e in by_hand.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "blocking checks failed: rows_reconciled" in failure.event_specific_data.error.message
 
+
+
+def _audit(root: Path, partition: TradePartition):
+    """Write and audit-branch one ohlcv_1m version, as build_analytics does before its checks."""
+    engine, lake = DuckDBSqlEngine(lake_url=str(root)), LocalLake(root)
+    files = engine.write_analytics_files("ohlcv_1m", partition, new_run_id())
+    return stage_partition(open_catalog(lake), lake, OHLCV_1M_TABLE, partition, files.keys, {}, run_id=files.run_id)
+
+
+def test_two_partitions_audited_at_once_both_land(lake):
+    """ETHUSDT publishes while BTCUSDT's version is on its audit branch: main has moved, so BTCUSDT's
+    replacement is applied to the new main (not a fast-forward, which would drop ETHUSDT's commit)."""
+    root, source = lake
+    btc, eth = _audit(root, BTC), _audit(root, ETH)
+    catalog, local = open_catalog(LocalLake(root)), LocalLake(root)
+
+    eth_commit = publish_audited(catalog, local, eth)
+    btc_commit = publish_audited(catalog, local, btc)
+    DuckDBSqlEngine(lake_url=str(root)).refresh_views(catalog)
+
+    assert eth_commit.snapshot_id == eth.snapshot_id and btc_commit.snapshot_id != btc.snapshot_id
+    for partition in (BTC, ETH):
+        assert_rows_equal(_analytics(root, "ohlcv_1m", OHLCV_COLUMNS, partition, "bar_time"),
+                          python_bars(source[partition]))
+    table = load_table(catalog, local, OHLCV_1M_TABLE)
+    [audited] = [h for h in history(table) if h.snapshot_id == btc.snapshot_id]
+    assert (audited.status, audited.note) == ("published", f"applied to main as snapshot {btc_commit.snapshot_id}")
+    assert set(table.metadata.refs) == {"main"}
+
+
+def test_a_run_stopped_between_audit_and_publish_leaves_the_table_and_maintenance_drops_its_branch(lake):
+    import datetime as dt
+
+    root, source = lake
+    assert _run(root, BTC).success
+    published = _analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time")
+    write_processed_partition(root, BTC, generate_trades(BTC, range(1, 4), 100, seed=9))
+    publish_partition(root, BTC)
+    stopped = _audit(root, BTC)  # ... and the process ends here
+    local = LocalLake(root)
+
+    assert _analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time") == published
+    table = load_table(open_catalog(local), local, OHLCV_1M_TABLE)
+    assert [h.note for h in history(table, BTC) if h.snapshot_id == stopped.snapshot_id] == [
+        f"being audited on branch {stopped.branch}"]
+    week = dt.timedelta(days=7)
+    kept = maintain(open_catalog(local), local, OHLCV_1M_TABLE, retention=week, grace=dt.timedelta(days=3))
+    assert kept.audit_branches_removed == 0  # within the grace period the run may still be auditing
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=8)
+    report = maintain(open_catalog(local), local, OHLCV_1M_TABLE, retention=week, grace=dt.timedelta(days=3),
+                      now=later)
+    assert report.audit_branches_removed == 1 and report.files_deleted >= 1
+    assert not local.path(stopped.file_keys[0]).exists()
+    assert _analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time") == published
