@@ -3,7 +3,7 @@
     market-etl table history trades_binance [--symbol BTCUSDT --month 2025-07] [--format json]
     market-etl table rollback trades_binance --to SNAPSHOT_ID
 
-history lists the table's snapshots, oldest first: time, status (current, published, rolled back),
+history lists the table's snapshots, oldest first: time, status (current, published, rolled back, staged-not-published),
 operation, run id, Dagster run id, partition, rows and files added and removed, source sha256. With
 --symbol and --month it also lists that partition's staged versions that were never published (the
 manifests processed/trades wrote; for example a version whose blocking checks failed, with the checks).
