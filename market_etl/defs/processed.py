@@ -70,7 +70,11 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
         # A stage that found its input unchanged reports the manifest of the build it kept, not this run's.
         reported = next((r.metadata.get("manifest_key") for r in results
                          if isinstance(r, dg.MaterializeResult) and r.metadata), None)
-        manifest_key = getattr(reported, "value", reported) or staged_manifest_key(partition, run_id)
+        manifest_key = getattr(reported, "value", reported)
+        if not manifest_key:
+            raise dg.Failure(f"the ETL stage for {partition} reported no manifest_key (expected "
+                             f"{staged_manifest_key(partition, run_id)}): its engine must report the manifest it wrote",
+                             allow_retries=False)
         quarantine = catalog.record_quarantine(manifest_key, context.run_id)
         if quarantine is not None:
             sql.refresh_views(catalog.catalog())
