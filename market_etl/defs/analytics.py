@@ -48,7 +48,7 @@ def _analytics_asset(key: dg.AssetKey, partitions_def: dg.PartitionsDefinition,
     def analytics(context: dg.AssetExecutionContext, sql: SqlEngine, catalog: IcebergCatalogResource):
         partition = partition_of(context)
         build = sql.build_analytics(dataset, partition, catalog.catalog(),
-                                    [(name, query, True) for name, query, _ in checks])
+                                    [(name, query, True) for name, query, _ in checks], dagster_run_id=context.run.run_id)
         if build.status == "up to date":
             context.log.info(f"{dataset} {partition}: up to date ({build.reason}); skipped")
         for name, _, _ in checks:
@@ -74,7 +74,7 @@ def staged_manifest_of(context: dg.AssetExecutionContext, partition: TradePartit
     if not records:
         raise dg.Failure(f"nothing staged for {partition}: materialise processed/trades for it first",
                          allow_retries=False)
-    record = next((r for r in records if r.run_id == context.run_id), records[0])
+    record = next((r for r in records if r.run_id == context.run.run_id), records[0])
     entry = record.asset_materialization.metadata.get("manifest_key") if record.asset_materialization else None
     if entry is None:
         raise dg.Failure(f"the latest processed/trades materialisation of {partition} (run {record.run_id}) names "
@@ -105,7 +105,7 @@ def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
         partition = partition_of(context)
         manifest_key = staged_manifest_of(context, partition)
         try:
-            commit = catalog.publish(manifest_key, context.run_id)
+            commit = catalog.publish(manifest_key, context.run.run_id)
         except PublishRefused as refused:
             raise dg.Failure(description=str(refused), allow_retries=False) from refused
         if commit.already_published:

@@ -65,7 +65,7 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
         partition = partition_of(context)
         run_id = new_run_id()
         args = (partition_args(partition) + lake.stage_args() + ["--reject-tolerance", str(reject_tolerance),
-                                                                 "--run-id", run_id, "--dagster-run-id", context.run_id])
+                                                                 "--run-id", run_id, "--dagster-run-id", context.run.run_id])
         results = stages.run(context, "etl", args).get_results()
         # A stage that found its input unchanged reports the manifest of the build it kept, not this run's.
         reported = next((r.metadata.get("manifest_key") for r in results
@@ -75,7 +75,7 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
             raise dg.Failure(f"the ETL stage for {partition} reported no manifest_key (expected "
                              f"{staged_manifest_key(partition, run_id)}): its engine must report the manifest it wrote",
                              allow_retries=False)
-        quarantine = catalog.record_quarantine(manifest_key, context.run_id)
+        quarantine = catalog.record_quarantine(manifest_key, context.run.run_id)
         if quarantine is not None:
             sql.refresh_views(catalog.catalog())
             context.add_asset_metadata({"quarantine_snapshot_id": str(quarantine.snapshot_id)})

@@ -30,7 +30,7 @@ from market_etl.core.sql import (BoundQuery, CheckOutcome, QueryResult, bind, ch
 from market_etl.core.tables import ANALYTICS_TABLES, DATABASE, TRADES, TableSpec
 from market_etl.lake import Lake, LocalLake, open_lake
 from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, refresh_views, sql_string
-from market_etl.lake.iceberg import (SUMMARY_PREFIX, AuditedVersion, CatalogError, Commit, RUN_ID, discard_audited,
+from market_etl.lake.iceberg import (DAGSTER_RUN_ID, SUMMARY_PREFIX, AuditedVersion, CatalogError, Commit, RUN_ID, discard_audited,
                                      load_table, publish_audited, published_run, stage_partition)
 from market_etl.lake.query_engine import AthenaQueryEngine, DuckDBQueryEngine
 from market_etl.settings import Settings
@@ -141,7 +141,8 @@ class SqlEngine(dg.ConfigurableResource):
         return self.query(query, as_of=str(audited.snapshot_id), as_of_tables=(audited.spec.name,))
 
     def build_analytics(self, dataset: str, partition: TradePartition, catalog,
-                        checks: Sequence[tuple[str, str, bool]], force: bool = False) -> AnalyticsBuild:
+                        checks: Sequence[tuple[str, str, bool]], force: bool = False,
+                        dagster_run_id: str | None = None) -> AnalyticsBuild:
         """Write-audit-publish for one analytics partition; `checks` are (check name, query name, blocking).
 
         Write: the query's result under run-unique keys, committed to the audit branch `audit-<run>`
@@ -160,7 +161,8 @@ class SqlEngine(dg.ConfigurableResource):
                 reason=(f"snapshot {published['snapshot_id']} was built from trades run {built_from[SOURCE_RUN]} "
                         f"with this SQL (version {built_from[TRANSFORM]}), and its checks passed then"))
         files = self.write_analytics_files(dataset, partition, new_run_id())
-        audited = stage_partition(catalog, lake, table, partition, files.keys, built_from, run_id=files.run_id)
+        properties = {**built_from, **({DAGSTER_RUN_ID: dagster_run_id} if dagster_run_id else {})}
+        audited = stage_partition(catalog, lake, table, partition, files.keys, properties, run_id=files.run_id)
         outcomes = {name: check_outcome(self.run_named(query, partition, audited)) for name, query, _ in checks}
         failed = [name for name, query, blocking in checks if blocking and not outcomes[name].passed]
         if failed:

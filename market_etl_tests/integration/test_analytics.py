@@ -129,6 +129,10 @@ def test_analytics_and_checks_materialise_and_equal_python(lake):
                if e.event_specific_data.materialization.asset_key == OHLCV_1M]
     assert ohlcv.metadata["uri"].value == _published_bars_file(root, BTC)
     assert ohlcv.metadata["rows"].value == len(bars) and ohlcv.metadata["snapshot_id"].value
+    lake = LocalLake(root)
+    [entry] = [h for h in history(load_table(open_catalog(lake), lake, OHLCV_1M_TABLE), BTC)
+               if h.snapshot_id == int(ohlcv.metadata["snapshot_id"].value)]
+    assert entry.dagster_run_id == result.run_id and entry.status == "current"
 
 
 def test_a_re_run_replaces_only_its_own_partition_and_an_unchanged_one_is_up_to_date(lake):
