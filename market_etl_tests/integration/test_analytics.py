@@ -23,6 +23,7 @@ from market_etl.lake import LocalLake
 from market_etl.lake.duckdb_catalog import sql_string
 from market_etl.lake.iceberg import (history, load_table, local_path, maintain, open_catalog, partition_filter,
                                      publish_audited, snapshot_files, stage_partition)
+from market_etl.resources import sql as analytics_sql
 from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import DuckDBSqlEngine
 from market_etl.settings import Settings
@@ -135,7 +136,7 @@ def test_analytics_and_checks_materialise_and_equal_python(lake):
     assert entry.dagster_run_id == result.run_id and entry.status == "current"
 
 
-def test_a_re_run_replaces_only_its_own_partition_and_an_unchanged_one_is_up_to_date(lake):
+def test_a_re_run_replaces_only_its_own_partition_and_an_unchanged_one_is_up_to_date(lake, monkeypatch):
     root, source = lake
     assert _run(root, BTC).success and _run(root, ETH).success
     eth_dir = LocalLake(root).path(lake_key(Zone.ANALYTICS, ETH, dataset="ohlcv_1m"))
@@ -148,6 +149,11 @@ def test_a_re_run_replaces_only_its_own_partition_and_an_unchanged_one_is_up_to_
     assert {m.metadata["status"].value for m in _materializations(unchanged)} == {"up to date"}
     assert all(c.passed for c in _checks(unchanged).values()) and len(_checks(unchanged)) == 4
     assert _snapshot_count(root) == snapshots and _published_bars_file(root, BTC) == first
+
+    monkeypatch.setattr(analytics_sql, "analytics_transform_version", lambda dataset: "edited")  # the SQL changed
+    edited = _run(root, BTC)
+    assert {m.metadata["status"].value for m in _materializations(edited)} == {"published"}
+    monkeypatch.undo()
 
     trades = generate_trades(BTC, range(1, 4), 200, seed=5)  # BTCUSDT's trades are published anew
     write_processed_partition(root, BTC, trades)
