@@ -21,7 +21,9 @@ from market_etl.lake.iceberg import (
     published_run,
     snapshot_files,
 )
-from market_etl_devtools import bench_catalog
+from market_etl.stages.engines.duckdb_engine import run_duckdb_etl
+from market_etl_devtools import bench_catalog, bench_pipeline
+from market_etl_devtools.bench_etl import PARTITION, prepare_source
 from market_etl_devtools.bench_catalog import DAYS, DayFileGenerator, symbol_month, write_day_file
 
 
@@ -91,3 +93,17 @@ def test_catalog_bench_writes_its_report(tmp_path):
     assert "load average" in report
     [row] = [line for line in report.splitlines() if line.startswith("| 4 |")]
     assert f"| {4 * DAYS} |" in row
+
+
+def test_pipeline_bench_publishes_the_staged_version_its_etl_child_reported(tmp_path):
+    lake_root, rows = prepare_source(310, tmp_path)
+    lake = LocalLake(lake_root)
+    reported = run_duckdb_etl(PARTITION, lake, run_id=new_run_id()).metadata
+    later = run_duckdb_etl(PARTITION, lake, run_id=new_run_id(), force=True).metadata  # e.g. a leftover
+    assert later["manifest_key"] > reported["manifest_key"]
+
+    facts = bench_pipeline._work("catalog", lake_root, reported["manifest_key"])()
+
+    assert facts["rows"] == rows and facts["files"] == 31
+    published = published_run(load_table(open_catalog(lake), lake, TRADES), PARTITION)
+    assert published[RUN_ID] == reported["run_id"]
