@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import time
 from decimal import Decimal
+from statistics import median
 from pathlib import Path
 
 CHECKPOINTS = (30, 100, 300, 1000, 3000)
@@ -41,6 +42,7 @@ SYMBOLS = 300  # about Binance's spot USDT pairs
 MONTHS = (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)  # of 2024 per symbol: those with 30 days or more
 FIRST_BATCH = 100  # symbol-months in the first generated fast append; later ones fill a manifest of the
 # table's commit.manifest.target-size-bytes, as manifest merging on commit leaves them
+RETAINED_SNAPSHOTS = (1000, 3000)  # a week's publishes during a backfill, before maintenance expires them
 REAL_COMMITS = 3  # real publishes of new symbol-months before each checkpoint
 REPUBLISHES = 2  # real republishes of a generated symbol-month at each checkpoint
 ROWS_PER_DAY = 1_000_000  # what a generated day file claims to hold (a busy symbol)
@@ -194,6 +196,48 @@ def append_generated(table, generator: DayFileGenerator, location: str, partitio
                     add.append_data_file(data_file)
 
 
+def add_publish_history(table, partitions, run: str) -> None:
+    """One snapshot per symbol-month of `partitions`, as each publish leaves in the table's metadata (summary
+    with the publish's properties and counts, snapshot-log entry), committed at once: the metadata a table
+    carries until maintenance expires its snapshots. They all list the current snapshot's manifests."""
+    from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
+    from pyiceberg.table.snapshots import Operation, Snapshot, Summary
+    from pyiceberg.table.update import AddSnapshotUpdate, AssertRefSnapshotId, SetSnapshotRefUpdate
+
+    from market_etl.lake.iceberg import ACTION, DAGSTER_RUN_ID, MANIFEST, PARTITION, RUN_ID, SOURCE_SHA256
+
+    from market_etl.core.keys import staged_manifest_key
+
+    metadata = table.metadata
+    head = metadata.current_snapshot()
+    totals = {k: v for k, v in head.summary.additional_properties.items() if k.startswith("total-")}
+    updates, parent = [], head.snapshot_id
+    for i, partition in enumerate(partitions):
+        snapshot_id = metadata.new_snapshot_id()
+        summary = Summary(Operation.APPEND, **totals, **{
+            "added-data-files": str(DAYS), "added-records": str(DAYS * ROWS_PER_DAY),
+            "added-files-size": str(DAYS * ROWS_PER_DAY * BYTES_PER_ROW), "changed-partition-count": str(DAYS),
+            RUN_ID: run, PARTITION: str(partition), ACTION: "publish", SOURCE_SHA256: "0" * 64,
+            MANIFEST: staged_manifest_key(partition, run), DAGSTER_RUN_ID: "00000000-0000-0000-0000-000000000000"})
+        updates += [AddSnapshotUpdate(snapshot=Snapshot(
+                        snapshot_id=snapshot_id, parent_snapshot_id=parent, sequence_number=metadata.last_sequence_number
+                        + i + 1, manifest_list=head.manifest_list, summary=summary,
+                        schema_id=metadata.current_schema_id)),
+                    SetSnapshotRefUpdate(snapshot_id=snapshot_id, parent_snapshot_id=parent, ref_name=MAIN_BRANCH,
+                                         type=SnapshotRefType.BRANCH)]
+        parent = snapshot_id
+    with table.transaction() as tx:
+        tx._apply(tuple(updates), (AssertRefSnapshotId(snapshot_id=head.snapshot_id, ref=MAIN_BRANCH),))
+
+
+def metadata_dir(table) -> tuple[int, int]:
+    """Metadata JSON files in the table's metadata/ directory, and their bytes (old versions included)."""
+    from market_etl.lake.iceberg import local_path
+
+    files = list(Path(local_path(table.metadata_location)).parent.glob("*.metadata.json"))
+    return len(files), sum(f.stat().st_size for f in files)
+
+
 def _best(fn, runs: int = 5) -> float:
     times = []
     for _ in range(runs):
@@ -229,6 +273,15 @@ def publish_real(catalog, lake, root: Path, partition) -> float:
     return seconds
 
 
+def publish_new(catalog, lake, root: Path, size: int, until: int) -> tuple[list[float], int]:
+    """Publish symbol-months `size` .. `until` - 1 for real: their commit seconds, and the new size."""
+    seconds = []
+    while size < until:
+        seconds.append(publish_real(catalog, lake, root, symbol_month(size)))
+        size += 1
+    return seconds, size
+
+
 def plan_filters(partition, day: int = 1):
     from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 
@@ -238,8 +291,10 @@ def plan_filters(partition, day: int = 1):
 
 
 def run(checkpoints=CHECKPOINTS, root: Path | None = None, first_batch: int = FIRST_BATCH,
-        table_properties: dict[str, str] | None = None, log=print) -> list[dict]:
-    """Grow a fresh table through `checkpoints` (symbol-months); one result per checkpoint.
+        table_properties: dict[str, str] | None = None, retained_snapshots=(), log=print) -> list[dict]:
+    """Grow a fresh table through `checkpoints` (symbol-months); one result per checkpoint. Then, at the last
+    size, one result per count of `retained_snapshots`: the table given that many publish snapshots
+    (`add_publish_history`), commit seconds and metadata measured again.
 
     `table_properties` are set on the table after `load_table` creates it (to measure an alternative).
     """
@@ -271,10 +326,7 @@ def run(checkpoints=CHECKPOINTS, root: Path | None = None, first_batch: int = FI
                 if batch_size == first_batch and manifest_merging(table):
                     batch_size = merged_batch(table, len(batch))
             generate_seconds = time.perf_counter() - started
-            commits = []
-            while size < checkpoint:
-                commits.append(publish_real(catalog, lake, root, symbol_month(size)))
-                size += 1
+            commits, size = publish_new(catalog, lake, root, size, checkpoint)
             republishes = [publish_real(catalog, lake, root, symbol_month(i)) for i in range(min(REPUBLISHES, size))]
             table = load_table(catalog, lake, TRADES)
             filters = plan_filters(symbol_month(size // 2))
@@ -285,8 +337,25 @@ def run(checkpoints=CHECKPOINTS, root: Path | None = None, first_batch: int = FI
             result = {"symbol_months": size, "data_files": planned["whole_table"], **table_shape(table),
                       **{f"plan_{name}_s": _best(lambda f=f: list(table.scan(row_filter=f).plan_files()))
                          for name, f in filters.items()},
-                      "commit_new_month_s": sum(commits) / len(commits) if commits else None,
-                      "commit_republish_s": sum(republishes) / len(republishes) if republishes else None,
+                      "commit_new_month_s": median(commits) if commits else None,
+                      "commit_republish_s": median(republishes) if republishes else None,
+                      "generate_s": generate_seconds, "load_average": os.getloadavg()[0]}
+            results.append(result)
+            log(f"bench catalog: {result}")
+        for retained in sorted(set(retained_snapshots)):
+            table = load_table(catalog, lake, TRADES)
+            started = time.perf_counter()
+            missing = retained - len(table.snapshots())
+            if missing > 0:
+                add_publish_history(table, [symbol_month(i % size) for i in range(missing)], new_run_id())
+            generate_seconds = time.perf_counter() - started
+            commits, size = publish_new(catalog, lake, root, size, size + REAL_COMMITS)
+            republishes = [publish_real(catalog, lake, root, symbol_month(i)) for i in range(REPUBLISHES)]
+            table = load_table(catalog, lake, TRADES)
+            files, size_bytes = metadata_dir(table)
+            result = {"retained_snapshots": retained, "symbol_months": size, **table_shape(table),
+                      "commit_new_month_s": median(commits), "commit_republish_s": median(republishes),
+                      "metadata_dir_files": files, "metadata_dir_bytes": size_bytes,
                       "generate_s": generate_seconds, "load_average": os.getloadavg()[0]}
             results.append(result)
             log(f"bench catalog: {result}")
@@ -301,6 +370,7 @@ def _seconds(value: float | None) -> str:
 
 
 def render(results: list[dict]) -> str:
+    sizes = [r for r in results if "retained_snapshots" not in r]
     lines = ["| symbol-months | data files | snapshots | manifests (KB) | metadata JSON KB | plan one symbol-day (s) "
              "| plan one symbol-month (s) | plan whole table (s) | commit: new 30-day month (s) "
              "| commit: republish 30-day month (s) | load avg |",
@@ -309,7 +379,16 @@ def render(results: list[dict]) -> str:
               f"({r['manifest_bytes'] / 1e3:,.0f}) | {r['metadata_json_bytes'] / 1e3:,.0f} | "
               f"{_seconds(r['plan_one_day_s'])} | {_seconds(r['plan_one_month_s'])} | "
               f"{_seconds(r['plan_whole_table_s'])} | {_seconds(r['commit_new_month_s'])} | "
-              f"{_seconds(r['commit_republish_s'])} | {r['load_average']:.1f} |" for r in results]
+              f"{_seconds(r['commit_republish_s'])} | {r['load_average']:.1f} |" for r in sizes]
+    history = [r for r in results if "retained_snapshots" in r]
+    if history:
+        lines += ["", "| retained snapshots | symbol-months | snapshots | metadata JSON KB "
+                      "| metadata/ JSON files (MB) | commit: new 30-day month (s) | commit: republish 30-day month (s) "
+                      "| load avg |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['retained_snapshots']:,} | {r['symbol_months']:,} | {r['snapshots']:,} | "
+                  f"{r['metadata_json_bytes'] / 1e3:,.0f} | {r['metadata_dir_files']} "
+                  f"({r['metadata_dir_bytes'] / 1e6:,.1f}) | {_seconds(r['commit_new_month_s'])} | "
+                  f"{_seconds(r['commit_republish_s'])} | {r['load_average']:.1f} |" for r in history]
     return "\n".join(lines) + "\n"
 
 
@@ -317,7 +396,8 @@ def _main(args) -> int:
     checkpoints = [int(c) for c in args.symbol_months.split(",")]
     properties = dict(p.split("=", 1) for p in args.table_property)
     load_before = os.getloadavg()
-    results = run(checkpoints, table_properties=properties)
+    retained = [int(c) for c in args.retained_snapshots.split(",") if c]
+    results = run(checkpoints, table_properties=properties, retained_snapshots=retained)
     text = render(results)
     print(text)
     if args.output:
@@ -336,6 +416,9 @@ def register(benchmarks: argparse._SubParsersAction) -> None:
                                                    "growing to 3,000 symbol-months (generated metadata)")
     parser.add_argument("--symbol-months", default=",".join(str(c) for c in CHECKPOINTS),
                         help="comma-separated table sizes to measure at (default %(default)s)")
+    parser.add_argument("--retained-snapshots", default=",".join(str(c) for c in RETAINED_SNAPSHOTS),
+                        help="at the largest size, commit again with this many snapshots in the table's metadata "
+                             "(comma-separated; default %(default)s)")
     parser.add_argument("--table-property", action="append", default=[], metavar="KEY=VALUE",
                         help="set on the table before it grows, to measure an alternative to load_table's properties")
     parser.add_argument("--output", default="benchmarks/catalog.md")

@@ -54,25 +54,30 @@ def test_generated_day_file_has_the_statistics_of_a_real_one(tmp_path):
 
 def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path):
     root = tmp_path / "lake"
-    results = bench_catalog.run([5, 40], root=root, first_batch=10, log=lambda _: None)
+    results = bench_catalog.run([5, 40], root=root, first_batch=10, retained_snapshots=[60], log=lambda _: None)
 
-    assert [r["symbol_months"] for r in results] == [5, 40]
-    for r in results:
+    *sizes, history = results
+    assert [r["symbol_months"] for r in sizes] == [5, 40]
+    for r in sizes:
         assert r["data_files"] == DAYS * r["symbol_months"]
         assert r["commit_new_month_s"] > 0 and r["commit_republish_s"] > 0
         assert r["plan_one_day_s"] > 0 and r["manifests"] >= 1 and r["metadata_json_bytes"] > 0
+    # Then, with 60 snapshots retained, three more months published for real.
+    assert history["retained_snapshots"] == 60 and history["symbol_months"] == 43
+    assert history["snapshots"] >= 60 + 3 and history["commit_new_month_s"] > 0
+    assert history["metadata_json_bytes"] > sizes[-1]["metadata_json_bytes"]
     lake = LocalLake(root)
     table = load_table(open_catalog(lake), lake, TRADES)
     files = snapshot_files(table)
-    assert len(files) == 40 * DAYS and len({f.path for f in files}) == 40 * DAYS
-    for i in range(40):  # every symbol-month: 30 day files, one per day, in its own partition directory
+    assert len(files) == 43 * DAYS and len({f.path for f in files}) == 43 * DAYS
+    for i in range(43):  # every symbol-month: 30 day files, one per day, in its own partition directory
         partition = symbol_month(i)
         month = snapshot_files(table, row_filter=partition_filter(TRADES, partition))
         assert len(month) == DAYS, partition
         assert sorted(f.path.split("/day=")[1].split("/")[0] for f in month) == sorted(str(d) for d in range(1, 31))
         assert all(f"/symbol={partition.symbol}/" in f.path for f in month)
     # Generated and real files both prune on trade_time by their bounds: one day's instants, one file.
-    for partition in (symbol_month(10), symbol_month(39)):  # generated, published for real
+    for partition in (symbol_month(10), symbol_month(42)):  # generated, published for real
         start = dt.datetime(partition.year, partition.month_number, 15, tzinfo=dt.timezone.utc)
         day = And(EqualTo("symbol", partition.symbol),
                   GreaterThanOrEqual("trade_time", start.isoformat()),
@@ -88,7 +93,8 @@ def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path):
 
 def test_catalog_bench_writes_its_report(tmp_path):
     output = tmp_path / "catalog.md"
-    assert main(["bench", "catalog", "--symbol-months", "4", "--output", str(output)]) == 0
+    assert main(["bench", "catalog", "--symbol-months", "4", "--retained-snapshots", "", "--output",
+                 str(output)]) == 0
     report = output.read_text()
     assert "load average" in report
     [row] = [line for line in report.splitlines() if line.startswith("| 4 |")]
