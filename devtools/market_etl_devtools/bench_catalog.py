@@ -121,10 +121,11 @@ class DayFileGenerator:
         values = {"trade_id": (first_id, first_id + rows - 1), "trade_time": (micros, micros + 86_400 * 10**6 - 1),
                   "year": (partition.year,) * 2, "month": (partition.month_number,) * 2, "day": (day,) * 2,
                   "symbol": (partition.symbol,) * 2}
-        lower, upper = dict(self.template.lower_bounds), dict(self.template.upper_bounds)
+        lower, upper = dict(self.template.lower_bounds or {}), dict(self.template.upper_bounds or {})
         for name, (low, high) in values.items():
-            lower[self.ids[name]] = to_bytes(self.types[name], low)
-            upper[self.ids[name]] = to_bytes(self.types[name], high)
+            if self.ids[name] in lower:  # bounds the table's metrics mode keeps (write.metadata.metrics.*)
+                lower[self.ids[name]] = to_bytes(self.types[name], low)
+                upper[self.ids[name]] = to_bytes(self.types[name], high)
         scale = rows / self.template.record_count
         fields = {name: getattr(self.template, name) for name in self.names}
         partition_values = {"year": partition.year, "month": partition.month_number, "day": day,
@@ -248,12 +249,15 @@ def _best(fn, runs: int = 5) -> float:
 
 
 def table_shape(table) -> dict:
-    """Snapshots, the current snapshot's manifests (count, bytes) and the metadata JSON's size."""
+    """Snapshots, the current snapshot's manifests (count, bytes), its manifest list's and the metadata JSON's size
+    (what every commit writes anew)."""
     from market_etl.lake.iceberg import local_path
 
-    manifests = table.current_snapshot().manifests(table.io)
+    snapshot = table.current_snapshot()
+    manifests = snapshot.manifests(table.io)
     return {"snapshots": len(table.snapshots()), "manifests": len(manifests),
             "manifest_bytes": sum(m.manifest_length for m in manifests),
+            "manifest_list_bytes": os.path.getsize(local_path(snapshot.manifest_list)),
             "metadata_json_bytes": os.path.getsize(local_path(table.metadata_location))}
 
 
@@ -371,12 +375,13 @@ def _seconds(value: float | None) -> str:
 
 def render(results: list[dict]) -> str:
     sizes = [r for r in results if "retained_snapshots" not in r]
-    lines = ["| symbol-months | data files | snapshots | manifests (KB) | metadata JSON KB | plan one symbol-day (s) "
-             "| plan one symbol-month (s) | plan whole table (s) | commit: new 30-day month (s) "
-             "| commit: republish 30-day month (s) | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['symbol_months']:,} | {r['data_files']:,} | {r['snapshots']:,} | {r['manifests']} "
-              f"({r['manifest_bytes'] / 1e3:,.0f}) | {r['metadata_json_bytes'] / 1e3:,.0f} | "
+    lines = ["| symbol-months | data files | snapshots | manifests (KB) | manifest list KB | metadata JSON KB "
+             "| plan one symbol-day (s) | plan one symbol-month (s) | plan whole table (s) "
+             "| commit: new 30-day month (s) | commit: republish 30-day month (s) | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['symbol_months']:,} | {r['data_files']:,} | {r['snapshots']:,} | {r['manifests']:,} "
+              f"({r['manifest_bytes'] / 1e3:,.0f}) | {r['manifest_list_bytes'] / 1e3:,.0f} | "
+              f"{r['metadata_json_bytes'] / 1e3:,.0f} | "
               f"{_seconds(r['plan_one_day_s'])} | {_seconds(r['plan_one_month_s'])} | "
               f"{_seconds(r['plan_whole_table_s'])} | {_seconds(r['commit_new_month_s'])} | "
               f"{_seconds(r['commit_republish_s'])} | {r['load_average']:.1f} |" for r in sizes]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 from pyiceberg.conversions import from_bytes
 from pyiceberg.io.pyarrow import parquet_file_to_data_file
@@ -52,9 +54,11 @@ def test_generated_day_file_has_the_statistics_of_a_real_one(tmp_path):
     assert generated.record_count == bench_catalog.ROWS_PER_DAY and generated.file_size_in_bytes > 0
 
 
-def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path):
+@pytest.mark.parametrize("merge", ["false", "true"])  # load_table's setting, and the one it replaced
+def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path, merge):
     root = tmp_path / "lake"
-    results = bench_catalog.run([5, 40], root=root, first_batch=10, retained_snapshots=[60], log=lambda _: None)
+    results = bench_catalog.run([5, 40], root=root, first_batch=10, retained_snapshots=[60], log=lambda _: None,
+                                table_properties={"commit.manifest-merge.enabled": merge})
 
     *sizes, history = results
     assert [r["symbol_months"] for r in sizes] == [5, 40]
@@ -66,6 +70,10 @@ def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path):
     assert history["retained_snapshots"] == 60 and history["symbol_months"] == 43
     assert history["snapshots"] >= 60 + 3 and history["commit_new_month_s"] > 0
     assert history["metadata_json_bytes"] > sizes[-1]["metadata_json_bytes"]
+    if merge == "false":  # one manifest per symbol-month, as one commit per symbol-month leaves them
+        assert [r["manifests"] for r in results] == [5, 40, 43]
+    else:
+        assert all(r["manifests"] < r["symbol_months"] / 4 for r in results[1:])
     lake = LocalLake(root)
     table = load_table(open_catalog(lake), lake, TRADES)
     files = snapshot_files(table)
