@@ -73,7 +73,7 @@ def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path, merge)
     if merge == "false":  # one manifest per symbol-month, as one commit per symbol-month leaves them
         assert [r["manifests"] for r in results] == [5, 40, 43]
     else:
-        assert all(r["manifests"] < r["symbol_months"] / 4 for r in results[1:])
+        assert all(r["manifests"] < r["symbol_months"] / 3 for r in results[1:])
     lake = LocalLake(root)
     table = load_table(open_catalog(lake), lake, TRADES)
     files = snapshot_files(table)
