@@ -1,28 +1,32 @@
 """`market-etl bench catalog`: publish cost and query planning on the trades table as it grows.
 
 The table is grown to each size (default 30, 100, 300, 1,000 and 3,000 symbol-months; one data file per
-day, 30 days per symbol-month, like the ETL writes) in two ways:
+day, 30 days per symbol-month, like the ETL writes; symbol-months published month by month, 300 symbols a
+month) in two ways:
 
-- the bulk of it is generated cheaply: pyiceberg `DataFile` entries built directly (partition values,
-  record counts, file sizes and per-column bounds of a real day file, with trade_time, trade_id and the
-  partition columns' bounds set for that symbol-day), committed as a few large fast appends (one per
-  BATCH symbol-months). No Parquet file is written or read for them;
+- the bulk of it is generated cheaply: pyiceberg `DataFile` entries built directly (the statistics of a real
+  day file, with the partition values and the bounds of trade_time, trade_id and the partition columns set
+  for that symbol-day), committed as a few large fast appends. No Parquet file is written or read for them.
+  Their manifests are laid out as real commits leave them: one per symbol-month when the table does not
+  merge manifests on commit (`load_table`'s setting), else one per commit.manifest.target-size-bytes of
+  entries in publish order (what merging converges to);
 - the last REAL_COMMITS symbol-months before each size are published for real: 30 small Parquet day
   files written, then `replace_partition` (the publish step's commit: delete that symbol-month's files,
-  add the new ones, in one transaction, footers read for the statistics), each timed. After them,
-  REPUBLISHES commits replace one generated symbol-month (a re-run's republish: 30 files removed, 30
-  added), timed too.
+  add the new ones, in one transaction, footers read for the statistics), each timed. Then REPUBLISHES
+  commits replace symbol-months from the middle of the table (a re-run's republish: 30 files removed, 30
+  added).
 
-Then, at each size, planning is timed (best of 5; pyiceberg reads the manifest list and the manifests,
-never a data file): one symbol-day (the filter of `vwap_1m`), one symbol-month, the whole table (what the
-local views and `trades_by_symbol` list). Reported beside them: the files each plan returns (checked
-against what the table must hold), the snapshots, the manifests of the current snapshot and their bytes,
-and the size of the table's current metadata JSON.
+At each size, planning is timed (best of 5; pyiceberg reads the manifest list and the manifests, never a
+data file): one symbol-day (the filter of `vwap_1m`), one symbol-month, the whole table (what the local
+views list after every commit). Reported beside them: the snapshots, the manifests of the current snapshot
+and their bytes, the manifest list's and the metadata JSON's size (both rewritten by every commit). The
+files each plan returns are checked against what the table must hold.
 
-A real history has one snapshot per commit (two for a republish); the generated one has one per batch.
-Snapshots are kept for the retention period only (`market-etl maintain`, default 7 days), so their number
-follows the publish rate, not the table's size; `--keep-snapshots` makes the real commits run against
-that many extra snapshots to show what a long retention costs.
+Snapshots: a real history has one per commit (two for a republish); the generated one has one per batch.
+Maintenance expires them after the retention (`MARKET_ETL_SNAPSHOT_RETENTION_DAYS`, default 7), so their
+number follows the publish rate, not the table's size. At the largest size the commits are timed again
+with RETAINED_SNAPSHOTS publish snapshots in the metadata (`add_publish_history`, one commit), as a backfill
+of that many symbol-months within the retention leaves it.
 """
 from __future__ import annotations
 
@@ -221,9 +225,9 @@ def add_publish_history(table, partitions, run: str) -> None:
             RUN_ID: run, PARTITION: str(partition), ACTION: "publish", SOURCE_SHA256: "0" * 64,
             MANIFEST: staged_manifest_key(partition, run), DAGSTER_RUN_ID: "00000000-0000-0000-0000-000000000000"})
         updates += [AddSnapshotUpdate(snapshot=Snapshot(
-                        snapshot_id=snapshot_id, parent_snapshot_id=parent, sequence_number=metadata.last_sequence_number
-                        + i + 1, manifest_list=head.manifest_list, summary=summary,
-                        schema_id=metadata.current_schema_id)),
+                        snapshot_id=snapshot_id, parent_snapshot_id=parent,
+                        sequence_number=metadata.last_sequence_number + i + 1, manifest_list=head.manifest_list,
+                        summary=summary, schema_id=metadata.current_schema_id)),
                     SetSnapshotRefUpdate(snapshot_id=snapshot_id, parent_snapshot_id=parent, ref_name=MAIN_BRANCH,
                                          type=SnapshotRefType.BRANCH)]
         parent = snapshot_id
@@ -286,6 +290,12 @@ def publish_new(catalog, lake, root: Path, size: int, until: int) -> tuple[list[
     return seconds, size
 
 
+def republish(catalog, lake, root: Path, size: int) -> list[float]:
+    """Publish again, for real, REPUBLISHES symbol-months from the middle of the table: their commit seconds."""
+    middle = range(size // 2, min(size, size // 2 + REPUBLISHES))
+    return [publish_real(catalog, lake, root, symbol_month(i)) for i in middle]
+
+
 def plan_filters(partition, day: int = 1):
     from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 
@@ -331,7 +341,7 @@ def run(checkpoints=CHECKPOINTS, root: Path | None = None, first_batch: int = FI
                     batch_size = merged_batch(table, len(batch))
             generate_seconds = time.perf_counter() - started
             commits, size = publish_new(catalog, lake, root, size, checkpoint)
-            republishes = [publish_real(catalog, lake, root, symbol_month(i)) for i in range(min(REPUBLISHES, size))]
+            republishes = republish(catalog, lake, root, size)
             table = load_table(catalog, lake, TRADES)
             filters = plan_filters(symbol_month(size // 2))
             planned = {name: len(list(table.scan(row_filter=f).plan_files())) for name, f in filters.items()}
@@ -354,7 +364,7 @@ def run(checkpoints=CHECKPOINTS, root: Path | None = None, first_batch: int = FI
                 add_publish_history(table, [symbol_month(i % size) for i in range(missing)], new_run_id())
             generate_seconds = time.perf_counter() - started
             commits, size = publish_new(catalog, lake, root, size, size + REAL_COMMITS)
-            republishes = [publish_real(catalog, lake, root, symbol_month(i)) for i in range(REPUBLISHES)]
+            republishes = republish(catalog, lake, root, size)
             table = load_table(catalog, lake, TRADES)
             files, size_bytes = metadata_dir(table)
             result = {"retained_snapshots": retained, "symbol_months": size, **table_shape(table),
@@ -403,17 +413,47 @@ def _main(args) -> int:
     load_before = os.getloadavg()
     retained = [int(c) for c in args.retained_snapshots.split(",") if c]
     results = run(checkpoints, table_properties=properties, retained_snapshots=retained)
-    text = render(results)
+    text = render(results) + growth(results)
     print(text)
     if args.output:
+        settings = ", ".join(f"`{k}={v}`" for k, v in properties.items()) or "as `load_table` creates it"
         Path(args.output).write_text(
             "# Iceberg catalog: publish and planning cost as the trades table grows\n\n"
             "Written by `market-etl bench catalog` (devtools/market_etl_devtools/bench_catalog.py; its docstring "
-            f"says how). {os.cpu_count()} cores; load average (1, 5, 15 min) before "
-            f"{', '.join(f'{x:.1f}' for x in load_before)}, after "
-            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. Planning: best of 5. Commits: mean of "
-            f"{REAL_COMMITS} new months and {REPUBLISHES} republishes at each size.\n\n" + text)
+            f"says how). Table properties: {settings}. {os.cpu_count()} cores shared with other work; load "
+            f"average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. Planning: best of 5. Commits (the publish step's "
+            f"`replace_partition` of 30 freshly written day files): median of {REAL_COMMITS} new months and of "
+            f"{REPUBLISHES} republishes at each size.\n\n" + text)
     return 0
+
+
+def growth(results: list[dict]) -> str:
+    """How each time grows from the smallest to the largest table measured, and the whole-table plan's cost
+    per data file (what grows linearly)."""
+    sizes = [r for r in results if "retained_snapshots" not in r]
+    if len(sizes) < 2:
+        return ""
+    first, last = sizes[0], sizes[-1]
+    lines = [f"\nFrom {first['symbol_months']:,} to {last['symbol_months']:,} symbol-months "
+             f"({last['symbol_months'] / first['symbol_months']:,.0f}x the table):"]
+    for key, what in (("plan_one_day_s", "plan one symbol-day"), ("plan_one_month_s", "plan one symbol-month"),
+                      ("plan_whole_table_s", "plan whole table"), ("commit_new_month_s", "commit a new month"),
+                      ("commit_republish_s", "commit a republish")):
+        if first.get(key) and last.get(key):
+            lines.append(f"- {what}: {first[key]:.3f} s -> {last[key]:.3f} s ({last[key] / first[key]:,.1f}x)")
+    lines.append(f"- the whole-table plan costs {1e6 * last['plan_whole_table_s'] / last['data_files']:,.0f} µs per "
+                 f"data file at {last['symbol_months']:,} symbol-months, "
+                 f"{1e3 * last['plan_whole_table_s'] / last['manifests']:,.1f} ms per manifest")
+    history = [r for r in results if "retained_snapshots" in r]
+    if history:
+        r = history[-1]
+        added = max(1, r["snapshots"] - last["snapshots"])
+        per_snapshot = (r["commit_new_month_s"] - last["commit_new_month_s"]) / added
+        lines.append(f"- with {r['snapshots']:,} snapshots retained a commit takes {r['commit_new_month_s']:.3f} s "
+                     f"(new month), {r['commit_republish_s']:.3f} s (republish): {1e3 * per_snapshot:.1f} ms more "
+                     "per retained snapshot")
+    return "\n".join(lines) + "\n"
 
 
 def register(benchmarks: argparse._SubParsersAction) -> None:

@@ -93,10 +93,11 @@ def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path, merge)
         [only] = snapshot_files(table, row_filter=day)
         assert "/day=15/" in only.path, partition
     # The republished symbol-month holds only its last real publish's files.
-    published = published_run(table, symbol_month(0))
+    republished = symbol_month(43 // 2)  # the last republish: from the middle of the table
+    published = published_run(table, republished)
     assert published is not None
     assert all(published[RUN_ID] in f.path for f in snapshot_files(table, row_filter=partition_filter(
-        TRADES, symbol_month(0))))
+        TRADES, republished)))
 
 
 def test_catalog_bench_writes_its_report(tmp_path):
