@@ -40,6 +40,7 @@ from decimal import Decimal
 from statistics import median
 from pathlib import Path
 
+BEGIN, END = "<!-- bench catalog -->", "<!-- /bench catalog -->"  # its section of the output file
 CHECKPOINTS = (30, 100, 300, 1000, 3000)
 DAYS = 30  # one file per day, a 30-day month
 SYMBOLS = 300  # about Binance's spot USDT pairs
@@ -416,15 +417,17 @@ def _main(args) -> int:
     text = render(results) + growth(results)
     print(text)
     if args.output:
+        from market_etl_devtools.bench_query import write_section
+
         settings = ", ".join(f"`{k}={v}`" for k, v in properties.items()) or "as `load_table` creates it"
-        Path(args.output).write_text(
-            "# Iceberg catalog: publish and planning cost as the trades table grows\n\n"
+        write_section(Path(args.output), "\n".join([
+            BEGIN, "## Measured (`market-etl bench catalog`)", "",
             "Written by `market-etl bench catalog` (devtools/market_etl_devtools/bench_catalog.py; its docstring "
-            f"says how). Table properties: {settings}. {os.cpu_count()} cores shared with other work; load "
-            f"average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
-            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. Planning: best of 5. Commits (the publish step's "
-            f"`replace_partition` of 30 freshly written day files): median of {REAL_COMMITS} new months and of "
-            f"{REPUBLISHES} republishes at each size.\n\n" + text)
+            f"says how; the rest of this file is kept). Table properties: {settings}. {os.cpu_count()} cores shared "
+            f"with other work; load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, "
+            f"after {', '.join(f'{x:.1f}' for x in os.getloadavg())}. Planning: best of 5. Commits (the publish "
+            f"step's `replace_partition` of 30 freshly written day files): median of {REAL_COMMITS} new months and "
+            f"of {REPUBLISHES} republishes at each size.", "", text + END, ""]), BEGIN, END)
     return 0
 
 
@@ -451,8 +454,8 @@ def growth(results: list[dict]) -> str:
         added = max(1, r["snapshots"] - last["snapshots"])
         per_snapshot = (r["commit_new_month_s"] - last["commit_new_month_s"]) / added
         lines.append(f"- with {r['snapshots']:,} snapshots retained a commit takes {r['commit_new_month_s']:.3f} s "
-                     f"(new month), {r['commit_republish_s']:.3f} s (republish): {1e3 * per_snapshot:.1f} ms more "
-                     "per retained snapshot")
+                     f"(new month), {r['commit_republish_s']:.3f} s (republish)"
+                     + (f": {1e3 * per_snapshot:.1f} ms more per retained snapshot" if per_snapshot > 0 else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -102,9 +102,12 @@ def test_catalog_bench_grows_a_table_shaped_like_real_publishes(tmp_path, merge)
 
 def test_catalog_bench_writes_its_report(tmp_path):
     output = tmp_path / "catalog.md"
-    assert main(["bench", "catalog", "--symbol-months", "4", "--retained-snapshots", "", "--output",
-                 str(output)]) == 0
+    output.write_text("# Catalog\n\nWhy it grows.\n")
+    args = ["bench", "catalog", "--symbol-months", "4", "--retained-snapshots", "", "--output", str(output)]
+    assert main(args) == 0
+    assert main(args) == 0  # a second run replaces its section, and keeps the rest
     report = output.read_text()
+    assert report.startswith("# Catalog\n\nWhy it grows.\n") and report.count("## Measured") == 1
     assert "load average" in report
     [row] = [line for line in report.splitlines() if line.startswith("| 4 |")]
     assert f"| {4 * DAYS} |" in row
