@@ -37,8 +37,8 @@ import shutil
 import tempfile
 import time
 from decimal import Decimal
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 BEGIN, END = "<!-- bench catalog -->", "<!-- /bench catalog -->"  # its section of the output file
 CHECKPOINTS = (30, 100, 300, 1000, 3000)
@@ -49,7 +49,7 @@ FIRST_BATCH = 100  # symbol-months in the first generated fast append; later one
 # table's commit.manifest.target-size-bytes, as manifest merging on commit leaves them
 RETAINED_SNAPSHOTS = (1000, 3000)  # a week's publishes during a backfill, before maintenance expires them
 REAL_COMMITS = 3  # real publishes of new symbol-months before each checkpoint
-REPUBLISHES = 2  # real republishes of a generated symbol-month at each checkpoint
+REPUBLISHES = 2  # real republishes of symbol-months from the middle of the table at each checkpoint
 ROWS_PER_DAY = 1_000_000  # what a generated day file claims to hold (a busy symbol)
 BYTES_PER_ROW = 20  # Snappy Parquet of the trades columns, about
 
@@ -175,6 +175,8 @@ def append_generated(table, generator: DayFileGenerator, location: str, partitio
     from pyiceberg.table.snapshots import Operation
     from pyiceberg.table.update.snapshot import _FastAppendFiles
 
+    from market_etl.lake.iceberg import ACTION
+
     groups = [[generator.data_file(location, partition, day, run) for day in range(1, DAYS + 1)]
               for partition in partitions]
     if manifest_merging(table):
@@ -196,7 +198,7 @@ def append_generated(table, generator: DayFileGenerator, location: str, partitio
 
     with table.transaction() as tx:
         with GroupedAppend(operation=Operation.APPEND, transaction=tx, io=table.io,
-                           snapshot_properties={"market-etl.action": "bench-generated"}) as add:
+                           snapshot_properties={ACTION: "bench-generated"}) as add:
             for files in groups:
                 for data_file in files:
                     add.append_data_file(data_file)
@@ -210,9 +212,8 @@ def add_publish_history(table, partitions, run: str) -> None:
     from pyiceberg.table.snapshots import Operation, Snapshot, Summary
     from pyiceberg.table.update import AddSnapshotUpdate, AssertRefSnapshotId, SetSnapshotRefUpdate
 
-    from market_etl.lake.iceberg import ACTION, DAGSTER_RUN_ID, MANIFEST, PARTITION, RUN_ID, SOURCE_SHA256
-
     from market_etl.core.keys import staged_manifest_key
+    from market_etl.lake.iceberg import ACTION, DAGSTER_RUN_ID, MANIFEST, PARTITION, RUN_ID, SOURCE_SHA256
 
     metadata = table.metadata
     head = metadata.current_snapshot()
