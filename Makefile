@@ -46,7 +46,7 @@ screenshots: setup
 
 # The whole pipeline on a generated 30M-trade month, stage by stage, written to benchmarks/results.md, then the
 # query command's and the read API's times on a demo-sized lake as a section of the same file; then query
-# planning and commit time on a trades table growing to 1,000 symbol-months (benchmarks/catalog.md).
+# planning and commit time on a trades table growing to 3,000 symbol-months (benchmarks/catalog.md).
 # Other sizes or places: make bench BENCH_ARGS="--rows 3000000 --output /tmp/results.md"
 bench: setup
 	$(BIN)/market-etl bench pipeline $(BENCH_ARGS)

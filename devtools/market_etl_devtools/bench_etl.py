@@ -76,7 +76,8 @@ def _stage(lake_root: Path, engine: str = "spark") -> dict:
     else:  # leave processed/ to the Spark engine's published files (what the pipeline bench registers)
         _remove_staged(lake_root, str(lake_root / m["manifest_key"]))
     return {"rows_out": m["rows_written"], "rows_rejected": m["rows_rejected"], "peak_rss_bytes": m["peak_rss_mb"] * 1e6,
-            "cpu_seconds": m["cpu_seconds"], "detail": detail}
+            "cpu_seconds": m["cpu_seconds"], "detail": detail,
+            "manifest_key": m["manifest_key"] if engine == "spark" else None}
 
 
 def _remove_staged(lake_root: Path, manifest_path: str) -> None:

@@ -137,17 +137,10 @@ def _work(stage: str, lake_root: Path, arg: str | None) -> Callable[[], dict]:
     if stage == "catalog":
         from market_etl.lake.iceberg import publish_staged
 
-        from market_etl.core.keys import RUN_ID_PATTERN
-
-        # The staged manifests (`<run id>.json`; the DuckDB engine's last-build record sits beside them).
-        manifests = [o.key for o in lake.list(f"processed/_staged/trades/symbol={PARTITION.symbol}/"
-                                              f"month={PARTITION.month}/")
-                     if RUN_ID_PATTERN.fullmatch(o.key.rsplit("/", 1)[1].removesuffix(".json"))]
-
         def publish() -> dict:
             # The publish step: one Iceberg commit of the month's staged files, then the DuckDB views.
             catalog = open_catalog(lake)
-            commit = publish_staged(catalog, lake, max(manifests), "bench")
+            commit = publish_staged(catalog, lake, arg, "bench")  # the manifest the ETL stage reported
             engine.refresh_views(catalog)
             return {"rows": commit.rows_added, "files": commit.files_added, "snapshot": commit.snapshot_id}
         return publish
@@ -264,6 +257,8 @@ def run_stages(month: Month, lake_root: Path) -> list[StageResult]:
     for engine, name in (("engine", ETL_NAME), ("stage", SPARK_NAME), ("duckdb", BARE_NAMES[0]),
                          ("polars", BARE_NAMES[1])):
         r = run_engine(engine, lake_root, month.rows)  # checks rows written = source rows
+        if engine == "stage":  # its staged version stays in the lake for the publish stage
+            manifest_key = r["manifest_key"]
         engine_seconds = r["detail"].get("etl_s")
         results.append(_process_stage(name, r, month.rows, "rows/s", f"{r['rows_out']:,} rows written",
                                       engine_seconds))
@@ -271,7 +266,7 @@ def run_stages(month: Month, lake_root: Path) -> list[StageResult]:
     shutil.rmtree(lake_root / "duckdb-reference", ignore_errors=True)
     shutil.rmtree(lake_root / "polars-reference", ignore_errors=True)
 
-    r = _stage_child("catalog", lake_root)
+    r = _stage_child("catalog", lake_root, manifest_key)
     _expect("rows published", r["rows"], month.rows)
     results.append(_call_stage("publish (one Iceberg commit)", r, None, None,
                                f"{r['files']} files committed in one transaction, snapshot {r['snapshot']}"))

@@ -154,10 +154,12 @@ def render(commands: dict[str, dict], api: dict[str, dict], runs: int, trades_pe
     return "\n".join(lines + [END]) + "\n"
 
 
-def write_section(output: Path, section: str) -> None:
+def write_section(output: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between `begin` and `end` (markers `section` starts and ends with) in `output`, or
+    append `section`; the rest of the file is kept."""
     text = output.read_text() if output.is_file() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
     else:
         text = text + ("\n" if text and not text.endswith("\n\n") else "") + section
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -160,9 +160,17 @@ def load_table(catalog: "Catalog", lake: Lake, spec: TableSpec) -> "Table":
                         # No retries inside pyiceberg: it would re-apply our delete + add on top of a
                         # concurrent commit without our stale-version check; replace_partition retries instead.
                         "commit.retry.num-retries": "0",
-                        # One commit per symbol-month adds one manifest each: merging them keeps the number of
-                        # manifests a query plan reads small as the table grows (make bench: bench catalog).
-                        "commit.manifest-merge.enabled": "true",
+                        # One manifest per commit, i.e. per symbol-month, never merged: a plan or a publish's
+                        # delete filtered on a partition then reads one small manifest (the others are
+                        # skipped by their partition ranges), however large the table. Merged manifests
+                        # mix symbols and months, so both read (and the delete rewrites) megabytes of
+                        # entries that grow with the table (benchmarks/catalog.md).
+                        "commit.manifest-merge.enabled": "false",
+                        # Every commit writes a new metadata JSON holding every retained snapshot: keep the
+                        # last 100 files, not one per commit forever (history, --as-of and rollback read the
+                        # snapshots in the current one).
+                        "write.metadata.delete-after-commit.enabled": "true",
+                        "write.metadata.previous-versions-max": "100",
                         # Files arrive by add_files, named by the run that wrote them; readers map columns by name.
                         "schema.name-mapping.default": schema.name_mapping.model_dump_json(),
                         "comment": spec.description},
