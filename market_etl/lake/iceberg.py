@@ -14,6 +14,8 @@ Dagster run, the staged run id, the partition and the source archive's sha256.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import random
 import time
@@ -142,39 +144,64 @@ def open_catalog(lake: Lake, *, glue: bool = False, region: str | None = None,
     return GlueCatalog(CATALOG_NAME, **properties)
 
 
-def load_table(catalog: "Catalog", lake: Lake, spec: TableSpec) -> "Table":
-    """The table, created from its declaration on first use (a concurrent creator wins harmlessly)."""
-    from pyiceberg.exceptions import NoSuchTableError
+def table_properties(spec: TableSpec, schema) -> dict[str, str]:
+    """The table properties the code declares (set at creation; brought up to date on load)."""
+    return {"write.parquet.compression-codec": "snappy",
+            # No retries inside pyiceberg: it would re-apply our delete + add on top of a
+            # concurrent commit without our stale-version check; replace_partition retries instead.
+            "commit.retry.num-retries": "0",
+            # One manifest per commit, i.e. per symbol-month, never merged: a plan or a publish's
+            # delete filtered on a partition then reads one small manifest (the others are
+            # skipped by their partition ranges), however large the table. Merged manifests
+            # mix symbols and months, so both read (and the delete rewrites) megabytes of
+            # entries that grow with the table (benchmarks/catalog.md).
+            "commit.manifest-merge.enabled": "false",
+            # Every commit writes a new metadata JSON holding every retained snapshot: keep the
+            # last 100 files, not one per commit forever (history, --as-of and rollback read the
+            # snapshots in the current one).
+            "write.metadata.delete-after-commit.enabled": "true",
+            "write.metadata.previous-versions-max": "100",
+            # Files arrive by add_files, named by the run that wrote them; readers map columns by name.
+            "schema.name-mapping.default": schema.name_mapping.model_dump_json(),
+            "comment": spec.description}
 
-    try:
-        return catalog.load_table(identifier(spec))
-    except NoSuchTableError:
-        pass
+
+PROPERTIES_VERSION = f"{SUMMARY_PREFIX}properties-version"
+
+
+def declared_properties(spec: TableSpec, schema) -> dict[str, str]:
+    """`table_properties` plus a digest of them: a table whose digest differs was created or last updated by
+    code that declared other properties. A property tuned by hand later keeps the digest, so it stays."""
+    properties = table_properties(spec, schema)
+    digest = hashlib.sha256(json.dumps(properties, sort_keys=True).encode()).hexdigest()[:16]
+    return {**properties, PROPERTIES_VERSION: digest}
+
+
+def load_table(catalog: "Catalog", lake: Lake, spec: TableSpec) -> "Table":
+    """The table, created from its declaration on first use (a concurrent creator wins harmlessly); a table
+    created or updated by code that declared other properties gets the ones declared now (one commit, once)."""
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+
     schema = iceberg_schema(spec)
+    declared = declared_properties(spec, schema)
+    try:
+        table = catalog.load_table(identifier(spec))
+    except NoSuchTableError:
+        table = None
+    if table is not None:
+        if table.properties.get(PROPERTIES_VERSION) != declared[PROPERTIES_VERSION]:
+            try:
+                with table.transaction() as tx:
+                    tx.set_properties(declared)
+            except CommitFailedException:  # a concurrent writer: whoever updates the properties next time
+                pass
+            table.refresh()
+        return table
     try:
         catalog.create_namespace_if_not_exists(DATABASE)
         return catalog.create_table(
             identifier(spec), schema=schema, partition_spec=iceberg_partition_spec(spec, schema),
-            location=iceberg_uri(lake, spec.location_key),
-            properties={"format-version": "2", "write.parquet.compression-codec": "snappy",
-                        # No retries inside pyiceberg: it would re-apply our delete + add on top of a
-                        # concurrent commit without our stale-version check; replace_partition retries instead.
-                        "commit.retry.num-retries": "0",
-                        # One manifest per commit, i.e. per symbol-month, never merged: a plan or a publish's
-                        # delete filtered on a partition then reads one small manifest (the others are
-                        # skipped by their partition ranges), however large the table. Merged manifests
-                        # mix symbols and months, so both read (and the delete rewrites) megabytes of
-                        # entries that grow with the table (benchmarks/catalog.md).
-                        "commit.manifest-merge.enabled": "false",
-                        # Every commit writes a new metadata JSON holding every retained snapshot: keep the
-                        # last 100 files, not one per commit forever (history, --as-of and rollback read the
-                        # snapshots in the current one).
-                        "write.metadata.delete-after-commit.enabled": "true",
-                        "write.metadata.previous-versions-max": "100",
-                        # Files arrive by add_files, named by the run that wrote them; readers map columns by name.
-                        "schema.name-mapping.default": schema.name_mapping.model_dump_json(),
-                        "comment": spec.description},
-        )
+            location=iceberg_uri(lake, spec.location_key), properties={"format-version": "2", **declared})
     except Exception as err:  # noqa: BLE001 - a concurrent creator (the SQL catalog raises its driver's errors)
         try:
             return catalog.load_table(identifier(spec))

@@ -363,3 +363,24 @@ def test_a_run_stopped_between_audit_and_publish_leaves_the_table_and_maintenanc
     assert report.audit_branches_removed == 1 and report.files_deleted >= 1
     assert not local.path(stopped.file_keys[0]).exists()
     assert _analytics(root, "ohlcv_1m", OHLCV_COLUMNS, BTC, "bar_time") == published
+
+
+def test_a_table_created_with_older_properties_gets_the_declared_ones_on_load(tmp_path):
+    """Lakes built before a property changed (e.g. manifest merging, on at first) follow the code."""
+    from market_etl.lake.iceberg import PROPERTIES_VERSION, declared_properties, iceberg_schema
+
+    lake = LocalLake(tmp_path)
+    table = load_table(open_catalog(lake), lake, OHLCV_1M_TABLE)
+    with table.transaction() as tx:  # as the code that created it declared them then
+        tx.set_properties({"commit.manifest-merge.enabled": "true", PROPERTIES_VERSION: "older"})
+        tx.remove_properties("write.metadata.previous-versions-max")
+
+    reloaded = load_table(open_catalog(lake), lake, OHLCV_1M_TABLE)
+
+    declared = declared_properties(OHLCV_1M_TABLE, iceberg_schema(OHLCV_1M_TABLE))
+    assert {k: reloaded.properties.get(k) for k in declared} == declared
+    assert reloaded.properties["commit.manifest-merge.enabled"] == "false"
+    # A property tuned by hand afterwards stays: the declaration did not change.
+    with reloaded.transaction() as tx:
+        tx.set_properties({"write.metadata.previous-versions-max": "10"})
+    assert load_table(open_catalog(lake), lake, OHLCV_1M_TABLE).properties["write.metadata.previous-versions-max"] == "10"
