@@ -114,7 +114,7 @@ def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
             views = {"status": "up to date",
                      "skipped_because": f"snapshot {commit.snapshot_id} publishes this staged version already"}
         else:
-            views = {"status": "published", **sql.refresh_views(catalog.catalog())}
+            views = {"status": "published", **sql.refresh_views(catalog.catalog(), (TRADES.name,))}
         return dg.MaterializeResult(metadata={
             **commit.metadata(), "snapshot_id": str(commit.snapshot_id), "manifest_key": manifest_key,
             "run_id": commit.properties.get(RUN_ID),

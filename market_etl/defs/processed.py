@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from market_etl.core.tables import TRADES
+from market_etl.core.tables import TRADES, TRADES_REJECTED
 from market_etl.core.checks import CHECKS
 from market_etl.core.keys import Zone, lake_key, new_run_id, staged_manifest_key
 from market_etl.core.versions import TRANSFORM_VERSION
@@ -77,7 +77,7 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
                              allow_retries=False)
         quarantine = catalog.record_quarantine(manifest_key, context.run.run_id)
         if quarantine is not None:
-            sql.refresh_views(catalog.catalog())
+            sql.refresh_views(catalog.catalog(), (TRADES_REJECTED.name,))
             context.add_asset_metadata({"quarantine_snapshot_id": str(quarantine.snapshot_id)})
         return results
 

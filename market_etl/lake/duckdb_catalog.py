@@ -73,10 +73,13 @@ def view_sql(spec: TableSpec, paths: Sequence[str]) -> str:
             f"hive_partitioning = true, hive_types = {_hive_types(spec)})")
 
 
-def create_views(con, files_by_table: Mapping[str, Sequence[str]]) -> None:
-    """Views for every declared table in `con` (tables missing from `files_by_table` are empty)."""
+def create_views(con, files_by_table: Mapping[str, Sequence[str]], only_given: bool = False) -> None:
+    """Views for every declared table in `con` (tables missing from `files_by_table` are empty), or with
+    `only_given` for the tables in `files_by_table` alone (the others' views are left as they are)."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE}")
     for name, spec in TABLES.items():
+        if only_given and name not in files_by_table:
+            continue
         con.execute(view_sql(spec, files_by_table.get(name, ())))
 
 
@@ -107,26 +110,32 @@ def catalog_writer(db_path: Path) -> Iterator["object"]:
             temp.with_name(temp.name + ".wal").unlink(missing_ok=True)
 
 
-def table_files(catalog, lake, snapshots: Mapping[str, int] | None = None) -> dict[str, list[str]]:
-    """Local paths of each table's data files: its current snapshot, or the snapshot given by name (-1: none)."""
+def table_files(catalog, lake, snapshots: Mapping[str, int] | None = None,
+                tables: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Local paths of each table's (or of `tables`') data files: its current snapshot, or the snapshot given by
+    name (-1: none)."""
     from market_etl.lake.iceberg import load_table, local_path, snapshot_files
 
     files = {}
     for name, spec in TABLES.items():
+        if tables is not None and name not in tables:
+            continue
         table = load_table(catalog, lake, spec)
         snapshot_id = (snapshots or {}).get(name)
         files[name] = [] if snapshot_id == -1 else [local_path(f.path) for f in snapshot_files(table, snapshot_id)]
     return files
 
 
-def refresh_views(catalog, lake) -> Path:
-    """Rebuild the views file from the tables' current snapshots (after a commit or a rollback).
+def refresh_views(catalog, lake, tables: Sequence[str] | None = None) -> Path:
+    """Rebuild the views file from the tables' current snapshots (after a commit or a rollback); with
+    `tables`, only those tables' views (listing a large table's files is the cost: benchmarks/catalog.md).
 
     The snapshots are read under the writers' lock, so of two commits racing, the later rebuild sees both.
     """
     db_path = lake.path(CATALOG_DB_KEY)
     with catalog_writer(db_path) as con:
-        create_views(con, table_files(catalog, lake))
+        fresh = tables is None or not db_path.exists()
+        create_views(con, table_files(catalog, lake, tables=None if fresh else tables), only_given=not fresh)
     return db_path
 
 

@@ -121,8 +121,8 @@ class SqlEngine(dg.ConfigurableResource):
         """Run `query`; `as_of` reads the tables as they were (`as_of_tables`: only those travel)."""
         raise NotImplementedError
 
-    def refresh_views(self, catalog) -> dict[str, object]:
-        """Make readers see the tables' current snapshots (after a commit or a rollback)."""
+    def refresh_views(self, catalog, tables: Sequence[str] | None = None) -> dict[str, object]:
+        """Make readers see the tables' (or `tables`') current snapshots (after a commit or a rollback)."""
         return {}
 
     def write_analytics_files(self, dataset: str, partition: TradePartition, run: str) -> AnalyticsFiles:
@@ -170,7 +170,7 @@ class SqlEngine(dg.ConfigurableResource):
             return AnalyticsBuild(status="not published", checks=outcomes, files=files, audited=audited,
                                   reason=f"blocking checks failed: {', '.join(failed)}")
         commit = publish_audited(catalog, lake, audited)
-        self.refresh_views(catalog)
+        self.refresh_views(catalog, (table.name,))
         return AnalyticsBuild(status="published", checks=outcomes, files=files, audited=audited, commit=commit)
 
 
@@ -195,8 +195,8 @@ class DuckDBSqlEngine(SqlEngine):
         # A snapshot id travels only in the table that has it (duckdb_catalog.snapshots_as_of).
         return DuckDBQueryEngine(self.database_path, as_of=as_of).query(query)
 
-    def refresh_views(self, catalog) -> dict[str, object]:
-        return {"duckdb_views": str(refresh_views(catalog, self._lake()))}
+    def refresh_views(self, catalog, tables: Sequence[str] | None = None) -> dict[str, object]:
+        return {"duckdb_views": str(refresh_views(catalog, self._lake(), tables))}
 
     def write_analytics_files(self, dataset: str, partition: TradePartition, run: str) -> AnalyticsFiles:
         """COPY the dataset's query result for the partition to a Parquet file unique to `run` (none when
