@@ -280,53 +280,6 @@ def _seed_athena_result(moto_endpoint: str, rows: list[list[str]]) -> None:
                                        ("trades", "bigint", 19, 0)], rows)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
-def test_output_file_holds_the_same_result(lake_root, tmp_path, suffix):
-    target = tmp_path / "out" / f"vwap{suffix}"
-    args = ["query", "vwap_1m", "--symbol", "BTCUSDT", "--date", "2025-07-02"]
-    done = _run([*args, "--output", str(target)], _env(lake_root))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "" and f"written to {target}" in done.stderr
-    expected = DuckDBQueryEngine.for_lake(str(lake_root)).query(
-        bind(get_query("vwap_1m"), {"symbol": "BTCUSDT", "year": 2025, "month": 7, "day": 2}))
-    if suffix == ".parquet":
-        table = pq.read_table(target)
-        got = [tuple(r.values()) for r in table.to_pylist()]
-        assert str(table.schema.field("volume").type).startswith("decimal128")
-        assert [(m.replace(tzinfo=None), v, q, n) for m, v, q, n in got] == [
-            (m.replace(tzinfo=None), v, q, n) for m, v, q, n in expected.rows]
-    elif suffix == ".csv":
-        got = list(csv.DictReader(target.open()))
-        assert [Decimal(r["volume"]) for r in got] == [r[2] for r in expected.rows]
-    else:
-        got = json.loads(target.read_text())
-        assert [Decimal(str(r["volume"])) for r in got] == [r[2] for r in expected.rows]
-        assert [r["trades"] for r in got] == [r[3] for r in expected.rows]
-    assert len(got) == len(expected.rows) > 0
-    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary file left behind
-
-
-def test_a_failed_export_leaves_no_file(lake_root, tmp_path):
-    target = tmp_path / "out.parquet"
-    done = _run(["query", "--sql", "SELECT CAST('x' AS integer) AS broken", "--output", str(target)],
-                _env(lake_root))
-    assert done.returncode == ExitCode.ENGINE_FAILED, done.stderr
-    assert list(tmp_path.iterdir()) == []
-
-
-def _seed_athena_result(moto_endpoint: str, rows: list[list[str]]) -> None:
-    """moto's Athena answers the next query with these rows (it never runs SQL)."""
-    import requests
-
-    columns = [{"Name": n, "Type": t, "Precision": p, "Scale": s, "Nullable": "UNKNOWN"}
-               for n, t, p, s in [("minute", "timestamp", 3, 0), ("volume", "decimal", 28, 8),
-                                  ("trades", "bigint", 19, 0)]]
-    result_rows = [{"Data": [{"VarCharValue": c["Name"]} for c in columns]}] + [
-        {"Data": [{"VarCharValue": v} for v in row]} for row in rows]
-    requests.post(f"{moto_endpoint}/moto-api/static/athena/query-results", timeout=10,
-                  json={"region": REGION, "results": [{"rows": result_rows, "column_info": columns}]}).raise_for_status()
-
-
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".json"])
 def test_output_on_athena_is_written_page_by_page(aws_runtime, moto_endpoint, tmp_path, capsys, suffix):
     rows = [["2025-07-02 00:05:00.000", "0.15190077", "2"], ["2025-07-02 00:06:00.000", "12345.12345678", "7"]]
