@@ -2,7 +2,8 @@
 
 The same file runs as a local subprocess (Spark local[*], through Dagster Pipes) and as a Glue 5 Spark
 job; it imports dagster_pipes, never dagster, and takes everything as arguments. The transforms are in
-`market_etl.core.trades`; this module reads, calls them, writes and reports:
+`market_etl.core.trades` (imported by the Spark path only: the DuckDB engine runs without pyspark);
+this module reads, calls them, writes and reports:
 
 1. The first line: header or not, seven columns or a SchemaDrift naming the column (before Spark starts).
 2. One pass over the CSV: split, parse, apply the rules, count (observed during the write), and write
@@ -63,27 +64,17 @@ from market_etl.core.metadata import (
 )
 from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
 from market_etl.core.tables import TRADES_COLUMNS, TRADES_PARTITION_KEYS
-from market_etl.core.trades import (
-    PROCESSED_SCHEMA,
+# The rules and everything else no engine needs Spark for; the Spark transforms (`market_etl.core.trades`,
+# which imports pyspark: ~0.3 s a process) are imported by the Spark engine's functions only.
+from market_etl.core.rules import (
     RULES,
     IdLayout,
     SourceError,
     SourceLayout,
     analyse_segments,
-    apply_rules,
-    drop_exact_duplicates,
-    duplicated_ids,
-    id_segments,
-    ids_in_order,
-    parse_fields,
-    quarantine_rows,
     rules_of_check,
-    sorted_within_days,
     source_layout,
-    split_fields,
     time_unit_of,
-    valid_trades,
-    with_partition_columns,
 )
 from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import Lake, open_lake
@@ -202,11 +193,15 @@ def write_trades(trades, uri: str) -> None:
 def read_staged(spark, uri: str):
     """Scratch trades with their partition columns, typed as written (no schema inference pass); the
     directory column Spark discovers is dropped (a projection: row order is kept)."""
+    from market_etl.core.trades import PROCESSED_SCHEMA
+
     return spark.read.schema(PROCESSED_SCHEMA).parquet(uri).select(*PROCESSED_SCHEMA.fieldNames())
 
 
 def layout_of(spark, uri: str) -> IdLayout:
     """Uniqueness and gaps of the ids in the staged Parquet; sorts the ids only if file order cannot tell."""
+    from market_etl.core.trades import id_segments, ids_in_order
+
     trades = read_staged(spark, uri).select("trade_id")
     layout = analyse_segments(tuple(r) for r in id_segments(trades).select("n", "first_id", "last_id").collect())
     if layout is None:
@@ -218,6 +213,8 @@ def layout_of(spark, uri: str) -> IdLayout:
 def deduplicate(spark, staged_uri: str, out_uri: str) -> int:
     """Drop exact duplicate rows (returns how many); the same id with different values fails the run."""
     from pyspark.sql import functions as F
+
+    from market_etl.core.trades import drop_exact_duplicates, duplicated_ids, sorted_within_days
 
     staged = read_staged(spark, staged_uri)
     duplicated = duplicated_ids(staged).cache()
@@ -353,6 +350,16 @@ def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: f
 def _write_and_audit(spark, partition: TradePartition, lake: Lake, paths: Paths, layout: SourceLayout,
                      reject_tolerance: float, run_id: str, dagster_run_id: str | None) -> EtlResult:
     from pyspark.sql import Observation
+
+    from market_etl.core.trades import (
+        apply_rules,
+        parse_fields,
+        quarantine_rows,
+        sorted_within_days,
+        split_fields,
+        valid_trades,
+        with_partition_columns,
+    )
 
     clock = Stopwatch("parse_validate_write")
     configure(spark, lake.info(paths.source).size)

@@ -10,7 +10,8 @@ from market_etl.core.keys import RUN_ID_PATTERN, TradePartition, Zone, lake_key,
 from market_etl.core.staged import StagedVersion
 from market_etl.lake import LocalLake
 from market_etl.stages import etl
-from market_etl.stages.engines.duckdb_engine import count_blank_lines, run_duckdb_etl
+from market_etl.stages.engines.duckdb_engine import count_blank_lines, last_build_key, run_duckdb_etl
+from market_etl_tests.imports import modules_imported_by
 
 JULY = TradePartition("BTCUSDT", "2025-07")
 JULY_START_US = 1751328000 * 1_000_000
@@ -157,3 +158,13 @@ def test_only_lines_whose_fields_plain_casts_read_exactly_skip_the_spark_cast_ma
     from market_etl.stages.engines.duckdb_engine import plain_line_pattern
 
     assert (re.fullmatch(plain_line_pattern(), line) is not None) == plain
+
+
+def test_the_stage_on_the_duckdb_engine_never_imports_pyspark(lake, monkeypatch):
+    monkeypatch.setenv("MARKET_ETL_ETL_ENGINE", "duckdb")
+    stage = ("from market_etl.stages import etl\n"
+             f"etl.main(['--symbol', 'BTCUSDT', '--month', '2025-07', '--lake', {str(lake.root)!r}])")
+    assert modules_imported_by(stage, "pyspark") == []
+    assert lake.read_meta(last_build_key(JULY))["metadata"]["engine"] == "duckdb"  # the stage did run
+    # The probe sees pyspark where it is imported: the Spark engine's transforms.
+    assert "pyspark.sql" in modules_imported_by("import market_etl.core.trades", "pyspark")
