@@ -331,13 +331,17 @@ class Stopwatch:
 
 
 def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
-            run_id: str | None = None, dagster_run_id: str | None = None) -> EtlResult:
+            run_id: str | None = None, dagster_run_id: str | None = None, force: bool = False) -> EtlResult:
     """The whole stage for one partition on `spark`: write the run's files, audit them, write the manifest.
 
+    Skips (metadata `status` "up to date", with the reason) when `up_to_date` finds nothing changed, unless
+    `force`, as the DuckDB engine does.
     Raises SchemaDrift / SourceError / UpstreamMissing for a partition that cannot be processed (no
     manifest is written, nothing changes for readers); bad rows, within the tolerance or not, are
     results: checks recorded in the manifest and reported, not exceptions.
     """
+    if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
+        return previous
     run_id = run_id or new_run_id()
     paths = Paths.of(partition, run_id)
     layout = preflight(lake, partition)
@@ -447,9 +451,14 @@ def _write_and_audit(spark, partition: TradePartition, lake: Lake, paths: Paths,
         "rows_per_second": round(rows_in / seconds),
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if rows_rejected else None,
+        "status": "built",
     }
+    result = EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    if result.data_version is not None:
+        record_build(lake, result, reject_tolerance)
+    # Typed values for the UI (tables, schema), derived from the staged files; not part of the JSON record.
     metadata.update(operator_metadata(partition, trades_files, metadata))
-    return EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    return result
 
 
 def operator_metadata(partition: TradePartition, trades_files, metadata: dict) -> dict:
@@ -474,6 +483,46 @@ def data_version(lake: Lake, source: str) -> str | None:
     if not source_sha256:
         return None
     return hashlib.sha256(f"{source_sha256}:{TRANSFORM_VERSION}".encode()).hexdigest()[:32]
+
+
+def last_build_key(partition: TradePartition) -> str:
+    """Where the last build of a partition is recorded (a sidecar beside its staged manifests)."""
+    return staged_manifest_key(partition, new_run_id()).rsplit("/", 1)[0] + "/last-build"
+
+
+def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float) -> EtlResult | None:
+    """The last build's result when nothing changed since: the same data version (source archive sha256 and
+    TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None.
+
+    Whichever engine built it: both write the same files and report the same results (the parity suite).
+    """
+    current = data_version(lake, lake_key(Zone.RAW_UNZIPPED, partition))
+    last = lake.read_meta(last_build_key(partition)) or {}
+    if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
+        return None
+    manifest = last.get("manifest")
+    if not manifest or not lake.exists(manifest):
+        return None
+    staged = StagedVersion.from_json(lake.get_bytes(manifest))
+    if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
+        return None
+
+    metadata = {**last["metadata"], "status": "up to date",
+                "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
+    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
+    checks = [CheckOutcome(**c) for c in last["checks"]]
+    return EtlResult(partition, metadata, checks, current)
+
+
+def record_build(lake: Lake, result: EtlResult, reject_tolerance: float) -> None:
+    """What `up_to_date` compares and returns next time; `result.metadata` as built (JSON values only)."""
+    lake.write_meta(last_build_key(result.partition), {
+        "data_version": result.data_version, "reject_tolerance": reject_tolerance,
+        "manifest": staged_manifest_key(result.partition, result.metadata["run_id"]),
+        "metadata": result.metadata,
+        "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "metadata": c.metadata}
+                   for c in result.checks],
+    })
 
 
 def jvm_usage(spark) -> tuple[int, float]:
@@ -515,12 +564,8 @@ def run_stage(args) -> EtlResult:
     if select_engine(lake) == "duckdb":
         from market_etl.stages.engines.duckdb_engine import run_duckdb_etl
 
-        result = run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance, run_id=args.run_id,
-                                dagster_run_id=args.dagster_run_id)
-        own = os.times()
-        result.metadata.update({"peak_rss_mb": round(peak_rss_bytes() / 1e6, 1),
-                                "cpu_seconds": round(own.user + own.system, 1)})
-        return result
+        return with_own_usage(run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance,
+                                             run_id=args.run_id, dagster_run_id=args.dagster_run_id))
     return run_spark_stage(args, lake)
 
 
@@ -528,6 +573,8 @@ def run_spark_stage(args, lake: Lake) -> EtlResult:
     """The Spark engine: start Spark, run, stop, measure."""
     from market_etl.core.spark import build_spark_session
 
+    if (previous := up_to_date(lake, args.partition, args.reject_tolerance)) is not None:
+        return with_own_usage(previous)  # no JVM started for a partition where nothing changed
     preflight(lake, args.partition)  # a missing or drifted file fails in a second, not after a JVM start
     started = time.perf_counter()
     # master=None: local[*] when started from Python, the cluster's master on Glue.
@@ -539,12 +586,17 @@ def run_spark_stage(args, lake: Lake) -> EtlResult:
         jvm_peak, jvm_cpu = jvm_usage(spark)
     finally:
         spark.stop()
+    result.metadata["jvm_start_seconds"] = round(jvm_start_seconds, 2)
+    # This process plus the JVM it started (local runs; on Glue the JVM is Glue's).
+    return with_own_usage(result, jvm_peak, jvm_cpu)
+
+
+def with_own_usage(result: EtlResult, other_peak_rss: int = 0, other_cpu_seconds: float = 0.0) -> EtlResult:
+    """`result` with this process's peak RSS and CPU seconds (plus those of a JVM it started) in its metadata."""
     own = os.times()
     result.metadata.update({
-        "jvm_start_seconds": round(jvm_start_seconds, 2),
-        # This process plus the JVM it started (local runs; on Glue the JVM is Glue's).
-        "peak_rss_mb": round((peak_rss_bytes() + jvm_peak) / 1e6, 1),
-        "cpu_seconds": round(own.user + own.system + jvm_cpu, 1),
+        "peak_rss_mb": round((peak_rss_bytes() + other_peak_rss) / 1e6, 1),
+        "cpu_seconds": round(own.user + own.system + other_cpu_seconds, 1),
     })
     return result
 

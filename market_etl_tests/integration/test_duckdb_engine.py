@@ -10,7 +10,7 @@ from market_etl.core.keys import RUN_ID_PATTERN, TradePartition, Zone, lake_key,
 from market_etl.core.staged import StagedVersion
 from market_etl.lake import LocalLake
 from market_etl.stages import etl
-from market_etl.stages.engines.duckdb_engine import count_blank_lines, last_build_key, run_duckdb_etl
+from market_etl.stages.engines.duckdb_engine import count_blank_lines, run_duckdb_etl
 from market_etl_tests.imports import modules_imported_by
 
 JULY = TradePartition("BTCUSDT", "2025-07")
@@ -165,6 +165,6 @@ def test_the_stage_on_the_duckdb_engine_never_imports_pyspark(lake, monkeypatch)
     stage = ("from market_etl.stages import etl\n"
              f"etl.main(['--symbol', 'BTCUSDT', '--month', '2025-07', '--lake', {str(lake.root)!r}])")
     assert modules_imported_by(stage, "pyspark") == []
-    assert lake.read_meta(last_build_key(JULY))["metadata"]["engine"] == "duckdb"  # the stage did run
+    assert lake.read_meta(etl.last_build_key(JULY))["metadata"]["engine"] == "duckdb"  # the stage did run
     # The probe sees pyspark where it is imported: the Spark engine's transforms.
     assert "pyspark.sql" in modules_imported_by("import market_etl.core.trades", "pyspark")

@@ -475,45 +475,6 @@ def workdir_key(partition: TradePartition, run_id: str) -> str:
     return f"{lake_key(Zone.TEMP, partition)}/duckdb-{run_id}"
 
 
-def last_build_key(partition: TradePartition) -> str:
-    """Where the last build of a partition is recorded (a sidecar beside its staged manifests)."""
-    return staged_manifest_key(partition, new_run_id()).rsplit("/", 1)[0] + "/last-build"
-
-
-def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
-    """The last build's result when nothing changed since: the same data version (source archive sha256 and
-    TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None."""
-    from market_etl.core.checks import CheckOutcome
-    from market_etl.stages.etl import EtlResult, data_version, operator_metadata
-
-    current = data_version(lake, lake_key(Zone.RAW_UNZIPPED, partition))
-    last = lake.read_meta(last_build_key(partition)) or {}
-    if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
-        return None
-    manifest = last.get("manifest")
-    if not manifest or not lake.exists(manifest):
-        return None
-    staged = StagedVersion.from_json(lake.get_bytes(manifest))
-    if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
-        return None
-
-    metadata = {**last["metadata"], "status": "up to date",
-                "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
-    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
-    checks = [CheckOutcome(**c) for c in last["checks"]]
-    return EtlResult(partition, metadata, checks, current)
-
-
-def record_build(lake: Lake, result, reject_tolerance: float) -> None:
-    lake.write_meta(last_build_key(result.partition), {
-        "data_version": result.data_version, "reject_tolerance": reject_tolerance,
-        "manifest": staged_manifest_key(result.partition, result.metadata["run_id"]),
-        "metadata": result.metadata,
-        "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "metadata": c.metadata}
-                   for c in result.checks],
-    })
-
-
 def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
                    run_id: str | None = None, dagster_run_id: str | None = None, threads: int | None = None,
                    force: bool = False):
@@ -523,7 +484,16 @@ def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: f
     `force`. Raises SchemaDrift / SourceError / UpstreamMissing as the Spark engine does; nothing is
     committed (the publish step commits the manifest's files when its blocking checks passed).
     """
-    from market_etl.stages.etl import TRANSFORM_VERSION, EtlResult, Paths, data_version, operator_metadata, preflight
+    from market_etl.stages.etl import (
+        TRANSFORM_VERSION,
+        EtlResult,
+        Paths,
+        data_version,
+        operator_metadata,
+        preflight,
+        record_build,
+        up_to_date,
+    )
 
     if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
         return previous
