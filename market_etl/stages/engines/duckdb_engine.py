@@ -14,7 +14,7 @@ Parsing reproduces the Spark engine's, value for value, because the Spark engine
 - a decimal is exact or null (`spark_decimal`): at most 8 places (bytes after the first dot), the text
   plain by the long rule or by the pattern, then cast; a cast that would round or overflow gives null.
   DuckDB's decimal cast rounds extra places and accepts exponents: it never sees such text.
-- a line whose every field is already in the fast paths' form (`plain_line_pattern`, what Binance
+- a line whose numeric fields are already in the fast paths' form (`plain_line_pattern`, what Binance
   writes) is cast field by field without the macros: one regex per line instead of one per field.
 
 One scan of the CSV fills an in-memory DuckDB table (spilling to the run's directory in the temp zone
@@ -154,26 +154,30 @@ def _count_blank_lines_exactly(path: str | os.PathLike) -> int:
 
 
 def _bool_sql(column: str) -> str:
-    trues = ", ".join(_sql_string(t) for t in TRUE_TEXTS)
-    falses = ", ".join(_sql_string(t) for t in FALSE_TEXTS)
-    return f"CASE WHEN {column} IN ({trues}) THEN true WHEN {column} IN ({falses}) THEN false END"
+    """True/false for the spellings Binance writes, null for anything else.
+
+    A simple CASE on the value (one comparison per spelling) rather than `IN` lists: measured half the CPU.
+    """
+    spellings = [(t, "true") for t in TRUE_TEXTS] + [(f, "false") for f in FALSE_TEXTS]
+    return f"CASE {column} " + " ".join(f"WHEN {_sql_string(text)} THEN {value}" for text, value in spellings) + " END"
 
 
 def plain_line_pattern() -> str:
-    """A line every field of which is in the form the macros' fast paths cast directly (see `_macros`).
+    """A line whose numeric fields (id to time) are all in the form the casts' fast paths read exactly (`_macros`).
 
     One regex over the line decides for all fields at once (measured: a sixth less CPU for the parse than
-    a pattern per field); a line that does not match goes through the macros, so values are the same.
+    a pattern per field); a line that does not match goes through the macros, so values are the same. The
+    flags are not in it: they are parsed by comparison (`_bool_sql`) either way, and the pattern stops at
+    the time (measured: a tenth less CPU for the regex, the largest part of the parse).
     """
     whole_price, whole_quantity = PRICE_PRECISION - SCALE, QUANTITY_PRECISION - SCALE
-    flag = "(" + "|".join(TRUE_TEXTS + FALSE_TEXTS) + ")"
     epoch = "|".join(f"[0-9]{{{digits}}}" for digits in sorted(TIME_UNIT_DIGITS.values()))
     return ",".join([
         "[0-9]{1,18}",
         rf"[0-9]{{1,{whole_price}}}(\.[0-9]{{1,{SCALE}}})?",
         rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
         rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
-        f"({epoch})", flag, flag])
+        f"({epoch})", ".*"])
 
 
 def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str:
