@@ -336,6 +336,7 @@ def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: f
 
     Skips (metadata `status` "up to date", with the reason) when `up_to_date` finds nothing changed, unless
     `force`, as the DuckDB engine does.
+
     Raises SchemaDrift / SourceError / UpstreamMissing for a partition that cannot be processed (no
     manifest is written, nothing changes for readers); bad rows, within the tolerance or not, are
     results: checks recorded in the manifest and reported, not exceptions.
