@@ -2,7 +2,8 @@
 
 The same file runs as a local subprocess (Spark local[*], through Dagster Pipes) and as a Glue 5 Spark
 job; it imports dagster_pipes, never dagster, and takes everything as arguments. The transforms are in
-`market_etl.core.trades`; this module reads, calls them, writes and reports:
+`market_etl.core.trades` (imported by the Spark path only: the DuckDB engine runs without pyspark);
+this module reads, calls them, writes and reports:
 
 1. The first line: header or not, seven columns or a SchemaDrift naming the column (before Spark starts).
 2. One pass over the CSV: split, parse, apply the rules, count (observed during the write), and write
@@ -63,27 +64,17 @@ from market_etl.core.metadata import (
 )
 from market_etl.core.staged import StagedCheck, StagedFile, StagedVersion
 from market_etl.core.tables import TRADES_COLUMNS, TRADES_PARTITION_KEYS
-from market_etl.core.trades import (
-    PROCESSED_SCHEMA,
+# The rules and everything else no engine needs Spark for; the Spark transforms (`market_etl.core.trades`,
+# which imports pyspark: ~0.3 s a process) are imported by the Spark engine's functions only.
+from market_etl.core.rules import (
     RULES,
     IdLayout,
     SourceError,
     SourceLayout,
     analyse_segments,
-    apply_rules,
-    drop_exact_duplicates,
-    duplicated_ids,
-    id_segments,
-    ids_in_order,
-    parse_fields,
-    quarantine_rows,
     rules_of_check,
-    sorted_within_days,
     source_layout,
-    split_fields,
     time_unit_of,
-    valid_trades,
-    with_partition_columns,
 )
 from market_etl.stages._stage import open_stage_pipes, parse_stage_args, stage_parser
 from market_etl.lake import Lake, open_lake
@@ -202,11 +193,15 @@ def write_trades(trades, uri: str) -> None:
 def read_staged(spark, uri: str):
     """Scratch trades with their partition columns, typed as written (no schema inference pass); the
     directory column Spark discovers is dropped (a projection: row order is kept)."""
+    from market_etl.core.trades import PROCESSED_SCHEMA
+
     return spark.read.schema(PROCESSED_SCHEMA).parquet(uri).select(*PROCESSED_SCHEMA.fieldNames())
 
 
 def layout_of(spark, uri: str) -> IdLayout:
     """Uniqueness and gaps of the ids in the staged Parquet; sorts the ids only if file order cannot tell."""
+    from market_etl.core.trades import id_segments, ids_in_order
+
     trades = read_staged(spark, uri).select("trade_id")
     layout = analyse_segments(tuple(r) for r in id_segments(trades).select("n", "first_id", "last_id").collect())
     if layout is None:
@@ -218,6 +213,8 @@ def layout_of(spark, uri: str) -> IdLayout:
 def deduplicate(spark, staged_uri: str, out_uri: str) -> int:
     """Drop exact duplicate rows (returns how many); the same id with different values fails the run."""
     from pyspark.sql import functions as F
+
+    from market_etl.core.trades import drop_exact_duplicates, duplicated_ids, sorted_within_days
 
     staged = read_staged(spark, staged_uri)
     duplicated = duplicated_ids(staged).cache()
@@ -334,13 +331,18 @@ class Stopwatch:
 
 
 def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
-            run_id: str | None = None, dagster_run_id: str | None = None) -> EtlResult:
+            run_id: str | None = None, dagster_run_id: str | None = None, force: bool = False) -> EtlResult:
     """The whole stage for one partition on `spark`: write the run's files, audit them, write the manifest.
+
+    Skips (metadata `status` "up to date", with the reason) when `up_to_date` finds nothing changed, unless
+    `force`, as the DuckDB engine does.
 
     Raises SchemaDrift / SourceError / UpstreamMissing for a partition that cannot be processed (no
     manifest is written, nothing changes for readers); bad rows, within the tolerance or not, are
     results: checks recorded in the manifest and reported, not exceptions.
     """
+    if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
+        return previous
     run_id = run_id or new_run_id()
     paths = Paths.of(partition, run_id)
     layout = preflight(lake, partition)
@@ -353,6 +355,16 @@ def run_etl(spark, partition: TradePartition, lake: Lake, *, reject_tolerance: f
 def _write_and_audit(spark, partition: TradePartition, lake: Lake, paths: Paths, layout: SourceLayout,
                      reject_tolerance: float, run_id: str, dagster_run_id: str | None) -> EtlResult:
     from pyspark.sql import Observation
+
+    from market_etl.core.trades import (
+        apply_rules,
+        parse_fields,
+        quarantine_rows,
+        sorted_within_days,
+        split_fields,
+        valid_trades,
+        with_partition_columns,
+    )
 
     clock = Stopwatch("parse_validate_write")
     configure(spark, lake.info(paths.source).size)
@@ -440,9 +452,14 @@ def _write_and_audit(spark, partition: TradePartition, lake: Lake, paths: Paths,
         "rows_per_second": round(rows_in / seconds),
         "processed_uri": lake.uri(lake_key(Zone.PROCESSED, partition)),
         "rejected_uri": lake.uri(lake_key(Zone.REJECTED, partition)) if rows_rejected else None,
+        "status": "built",
     }
+    result = EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    if result.data_version is not None:
+        record_build(lake, result, reject_tolerance)
+    # Typed values for the UI (tables, schema), derived from the staged files; not part of the JSON record.
     metadata.update(operator_metadata(partition, trades_files, metadata))
-    return EtlResult(partition, metadata, checks, data_version(lake, paths.source))
+    return result
 
 
 def operator_metadata(partition: TradePartition, trades_files, metadata: dict) -> dict:
@@ -467,6 +484,46 @@ def data_version(lake: Lake, source: str) -> str | None:
     if not source_sha256:
         return None
     return hashlib.sha256(f"{source_sha256}:{TRANSFORM_VERSION}".encode()).hexdigest()[:32]
+
+
+def last_build_key(partition: TradePartition) -> str:
+    """Where the last build of a partition is recorded (a sidecar beside its staged manifests)."""
+    return staged_manifest_key(partition, new_run_id()).rsplit("/", 1)[0] + "/last-build"
+
+
+def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float) -> EtlResult | None:
+    """The last build's result when nothing changed since: the same data version (source archive sha256 and
+    TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None.
+
+    Whichever engine built it: both write the same files and report the same results (the parity suite).
+    """
+    current = data_version(lake, lake_key(Zone.RAW_UNZIPPED, partition))
+    last = lake.read_meta(last_build_key(partition)) or {}
+    if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
+        return None
+    manifest = last.get("manifest")
+    if not manifest or not lake.exists(manifest):
+        return None
+    staged = StagedVersion.from_json(lake.get_bytes(manifest))
+    if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
+        return None
+
+    metadata = {**last["metadata"], "status": "up to date",
+                "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
+    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
+    checks = [CheckOutcome(**c) for c in last["checks"]]
+    return EtlResult(partition, metadata, checks, current)
+
+
+def record_build(lake: Lake, result: EtlResult, reject_tolerance: float) -> None:
+    """What `up_to_date` compares and returns next time; `result.metadata` as built (JSON values only)."""
+    lake.write_meta(last_build_key(result.partition), {
+        "data_version": result.data_version, "reject_tolerance": reject_tolerance,
+        "manifest": staged_manifest_key(result.partition, result.metadata["run_id"]),
+        "metadata": result.metadata,
+        "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "metadata": c.metadata}
+                   for c in result.checks],
+    })
 
 
 def jvm_usage(spark) -> tuple[int, float]:
@@ -508,12 +565,8 @@ def run_stage(args) -> EtlResult:
     if select_engine(lake) == "duckdb":
         from market_etl.stages.engines.duckdb_engine import run_duckdb_etl
 
-        result = run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance, run_id=args.run_id,
-                                dagster_run_id=args.dagster_run_id)
-        own = os.times()
-        result.metadata.update({"peak_rss_mb": round(peak_rss_bytes() / 1e6, 1),
-                                "cpu_seconds": round(own.user + own.system, 1)})
-        return result
+        return with_own_usage(run_duckdb_etl(args.partition, lake, reject_tolerance=args.reject_tolerance,
+                                             run_id=args.run_id, dagster_run_id=args.dagster_run_id))
     return run_spark_stage(args, lake)
 
 
@@ -521,6 +574,8 @@ def run_spark_stage(args, lake: Lake) -> EtlResult:
     """The Spark engine: start Spark, run, stop, measure."""
     from market_etl.core.spark import build_spark_session
 
+    if (previous := up_to_date(lake, args.partition, args.reject_tolerance)) is not None:
+        return with_own_usage(previous)  # no JVM started for a partition where nothing changed
     preflight(lake, args.partition)  # a missing or drifted file fails in a second, not after a JVM start
     started = time.perf_counter()
     # master=None: local[*] when started from Python, the cluster's master on Glue.
@@ -532,12 +587,17 @@ def run_spark_stage(args, lake: Lake) -> EtlResult:
         jvm_peak, jvm_cpu = jvm_usage(spark)
     finally:
         spark.stop()
+    result.metadata["jvm_start_seconds"] = round(jvm_start_seconds, 2)
+    # This process plus the JVM it started (local runs; on Glue the JVM is Glue's).
+    return with_own_usage(result, jvm_peak, jvm_cpu)
+
+
+def with_own_usage(result: EtlResult, other_peak_rss: int = 0, other_cpu_seconds: float = 0.0) -> EtlResult:
+    """`result` with this process's peak RSS and CPU seconds (plus those of a JVM it started) in its metadata."""
     own = os.times()
     result.metadata.update({
-        "jvm_start_seconds": round(jvm_start_seconds, 2),
-        # This process plus the JVM it started (local runs; on Glue the JVM is Glue's).
-        "peak_rss_mb": round((peak_rss_bytes() + jvm_peak) / 1e6, 1),
-        "cpu_seconds": round(own.user + own.system + jvm_cpu, 1),
+        "peak_rss_mb": round((peak_rss_bytes() + other_peak_rss) / 1e6, 1),
+        "cpu_seconds": round(own.user + own.system + other_cpu_seconds, 1),
     })
     return result
 

@@ -11,6 +11,7 @@ from market_etl.core.staged import StagedVersion
 from market_etl.lake import LocalLake
 from market_etl.stages import etl
 from market_etl.stages.engines.duckdb_engine import count_blank_lines, run_duckdb_etl
+from market_etl_tests.imports import modules_imported_by
 
 JULY = TradePartition("BTCUSDT", "2025-07")
 JULY_START_US = 1751328000 * 1_000_000
@@ -147,13 +148,25 @@ def test_a_day_is_written_in_trade_time_order_with_the_id_breaking_ties():
     ("1,12345678901,2,2,1751328000516,true,false", False),  # 11 whole digits: out of decimal(18,8)
     ("1,-1,2,2,1751328000516,true,false", False),
     ("1,1,2,2,17513280005160,true,false", False),  # 14 digits: neither unit
-    ("1,1,2,2,1751328000516,TRUE,false", False),
-    ("1,1,2,2,1751328000516,true,false,x", False),
-    ("1,1,2,2,1751328000516,true,false\r", False),
+    ("1,1,2,2,17513280005160", False),  # no flags: the numbers alone are not a line the pattern vouches for
+    # The flags are parsed by comparison whatever the pattern says: only the numeric fields decide.
+    ("1,1,2,2,1751328000516,TRUE,false", True),
+    ("1,1,2,2,1751328000516,true,false,x", True),
+    ("1,1,2,2,1751328000516,true,false\r", True),
 ])
-def test_only_lines_whose_fields_plain_casts_read_exactly_skip_the_spark_cast_macros(line, plain):
+def test_only_lines_whose_numbers_plain_casts_read_exactly_skip_the_spark_cast_macros(line, plain):
     import re
 
     from market_etl.stages.engines.duckdb_engine import plain_line_pattern
 
     assert (re.fullmatch(plain_line_pattern(), line) is not None) == plain
+
+
+def test_the_stage_on_the_duckdb_engine_never_imports_pyspark(lake, monkeypatch):
+    monkeypatch.setenv("MARKET_ETL_ETL_ENGINE", "duckdb")
+    stage = ("from market_etl.stages import etl\n"
+             f"etl.main(['--symbol', 'BTCUSDT', '--month', '2025-07', '--lake', {str(lake.root)!r}])")
+    assert modules_imported_by(stage, "pyspark") == []
+    assert lake.read_meta(etl.last_build_key(JULY))["metadata"]["engine"] == "duckdb"  # the stage did run
+    # The probe sees pyspark where it is imported: the Spark engine's transforms.
+    assert "pyspark.sql" in modules_imported_by("import market_etl.core.trades", "pyspark")

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from market_etl.core.checks import CHECKS
-from market_etl.core.keys import TradePartition, Zone, lake_key
+from market_etl.core.keys import RUN_ID_PATTERN, TradePartition, Zone, lake_key
 from market_etl.core.staged import StagedVersion
 from market_etl.core.trades import SchemaDrift, SourceError
 from market_etl.defs.partitions import trade_partitions
@@ -68,7 +68,9 @@ def tree(lake, prefix) -> dict[str, str]:
 
 def latest_manifest(lake, partition) -> StagedVersion:
     prefix = f"processed/_staged/trades/symbol={partition.symbol}/month={partition.month}/"
-    return StagedVersion.from_json(lake.get_bytes(max(o.key for o in lake.list(prefix))))
+    manifests = [o.key for o in lake.list(prefix)
+                 if RUN_ID_PATTERN.fullmatch(o.key[len(prefix):].removesuffix(".json"))]  # not the sidecars
+    return StagedVersion.from_json(lake.get_bytes(max(manifests)))
 
 
 def processed_files(lake, partition) -> list[Path]:
@@ -147,6 +149,41 @@ def test_each_run_stages_its_own_files_leaving_other_runs_and_siblings_alone(spa
     assert all(rows for day, rows in per_day.items() if day != "2025-07-31")
     assert third.metadata["days_without_rows"] == 1
     assert not any("/day=31/" in str(p) for p in processed_files(lake, JULY))
+
+
+def test_nothing_is_redone_when_source_and_transform_are_unchanged_and_a_new_source_rebuilds(
+        spark, lake, tmp_path, monkeypatch):
+    def put_archive(mirror, seed):  # as raw_unzipped/trades_csv leaves it: the CSV and its archive's sha256
+        generated = put_source(lake, JULY, mirror, seed=seed)
+        digest = hashlib.sha256(Path(generated.zip_path).read_bytes()).hexdigest()
+        lake.write_meta(lake_key(Zone.RAW_UNZIPPED, JULY), {"source_sha256": digest})
+
+    put_archive(tmp_path / "a", seed=1)
+    first = run_etl(spark, JULY, lake)
+    before = tree(lake, "")
+    second = run_etl(spark, JULY, lake)
+    assert (first.metadata["status"], second.metadata["status"]) == ("built", "up to date")
+    assert first.metadata["run_id"] in second.metadata["skipped_because"]
+    assert second.metadata["manifest_key"] == first.metadata["manifest_key"]
+    assert second.data_version == first.data_version is not None
+    assert [(c.name, c.passed) for c in second.checks] == [(c.name, c.passed) for c in first.checks]
+    assert second.metadata["rows_written"] == first.metadata["rows_written"] == 31 * TRADES_PER_DAY
+    assert tree(lake, "") == before  # nothing written, nothing moved
+
+    # The stage entry point decides before it starts a JVM.
+    monkeypatch.setenv("MARKET_ETL_ETL_ENGINE", "spark")
+    from market_etl.stages import etl
+
+    args = etl.stage_arguments(["--symbol", "BTCUSDT", "--month", "2025-07", "--lake", str(lake.root)])
+    staged = etl.run_stage(args)
+    assert staged.metadata["status"] == "up to date" and "jvm_start_seconds" not in staged.metadata
+    assert tree(lake, "") == before
+
+    put_archive(tmp_path / "b", seed=2)  # upstream republished the month
+    third = run_etl(spark, JULY, lake)
+    assert third.metadata["status"] == "built" and third.data_version != first.data_version
+    assert third.metadata["run_id"] != first.metadata["run_id"] and latest_manifest(lake, JULY).run_id == \
+        third.metadata["run_id"]
 
 
 def test_staged_files_hold_the_partition_columns_constant_per_file(spark, lake, tmp_path):

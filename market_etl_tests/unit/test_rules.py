@@ -1,15 +1,11 @@
 """The rule table is declared once, free of pyspark, and compiles to every engine's SQL."""
-import subprocess
-import sys
-
 from market_etl.core.rules import RULES, MonthBounds, PARSED_COLUMNS, rule_case_sql, translate
+from market_etl_tests.imports import modules_imported_by
 
 
 def test_importing_the_definitions_does_not_import_pyspark():
-    code = ("import sys, market_etl.definitions, market_etl.core.rules, market_etl.core.checks; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyspark'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert modules_imported_by("import market_etl.definitions, market_etl.core.rules, market_etl.core.checks",
+                               "pyspark") == []
 
 
 def test_every_predicate_reads_only_parsed_columns_and_translates_to_duckdb():

@@ -14,7 +14,7 @@ Parsing reproduces the Spark engine's, value for value, because the Spark engine
 - a decimal is exact or null (`spark_decimal`): at most 8 places (bytes after the first dot), the text
   plain by the long rule or by the pattern, then cast; a cast that would round or overflow gives null.
   DuckDB's decimal cast rounds extra places and accepts exponents: it never sees such text.
-- a line whose every field is already in the fast paths' form (`plain_line_pattern`, what Binance
+- a line whose numeric fields are already in the fast paths' form (`plain_line_pattern`, what Binance
   writes) is cast field by field without the macros: one regex per line instead of one per field.
 
 One scan of the CSV fills an in-memory DuckDB table (spilling to the run's directory in the temp zone
@@ -154,26 +154,30 @@ def _count_blank_lines_exactly(path: str | os.PathLike) -> int:
 
 
 def _bool_sql(column: str) -> str:
-    trues = ", ".join(_sql_string(t) for t in TRUE_TEXTS)
-    falses = ", ".join(_sql_string(t) for t in FALSE_TEXTS)
-    return f"CASE WHEN {column} IN ({trues}) THEN true WHEN {column} IN ({falses}) THEN false END"
+    """True/false for the spellings Binance writes, null for anything else.
+
+    A simple CASE on the value (one comparison per spelling) rather than `IN` lists: measured half the CPU.
+    """
+    spellings = [(t, "true") for t in TRUE_TEXTS] + [(f, "false") for f in FALSE_TEXTS]
+    return f"CASE {column} " + " ".join(f"WHEN {_sql_string(text)} THEN {value}" for text, value in spellings) + " END"
 
 
 def plain_line_pattern() -> str:
-    """A line every field of which is in the form the macros' fast paths cast directly (see `_macros`).
+    """A line whose numeric fields (id to time) are all in the form the casts' fast paths read exactly (`_macros`).
 
     One regex over the line decides for all fields at once (measured: a sixth less CPU for the parse than
-    a pattern per field); a line that does not match goes through the macros, so values are the same.
+    a pattern per field); a line that does not match goes through the macros, so values are the same. The
+    flags are not in it: they are parsed by comparison (`_bool_sql`) either way, and the pattern stops at
+    the time (measured: a tenth less CPU for the regex, the largest part of the parse).
     """
     whole_price, whole_quantity = PRICE_PRECISION - SCALE, QUANTITY_PRECISION - SCALE
-    flag = "(" + "|".join(TRUE_TEXTS + FALSE_TEXTS) + ")"
     epoch = "|".join(f"[0-9]{{{digits}}}" for digits in sorted(TIME_UNIT_DIGITS.values()))
     return ",".join([
         "[0-9]{1,18}",
         rf"[0-9]{{1,{whole_price}}}(\.[0-9]{{1,{SCALE}}})?",
         rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
         rf"[0-9]{{1,{whole_quantity}}}(\.[0-9]{{1,{SCALE}}})?",
-        f"({epoch})", flag, flag])
+        f"({epoch})", ".*"])
 
 
 def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds) -> str:
@@ -475,45 +479,6 @@ def workdir_key(partition: TradePartition, run_id: str) -> str:
     return f"{lake_key(Zone.TEMP, partition)}/duckdb-{run_id}"
 
 
-def last_build_key(partition: TradePartition) -> str:
-    """Where the last build of a partition is recorded (a sidecar beside its staged manifests)."""
-    return staged_manifest_key(partition, new_run_id()).rsplit("/", 1)[0] + "/last-build"
-
-
-def up_to_date(lake: Lake, partition: TradePartition, reject_tolerance: float):
-    """The last build's result when nothing changed since: the same data version (source archive sha256 and
-    TRANSFORM_VERSION), the same tolerance, its manifest and every file it lists still present. Else None."""
-    from market_etl.core.checks import CheckOutcome
-    from market_etl.stages.etl import EtlResult, data_version, operator_metadata
-
-    current = data_version(lake, lake_key(Zone.RAW_UNZIPPED, partition))
-    last = lake.read_meta(last_build_key(partition)) or {}
-    if current is None or last.get("data_version") != current or last.get("reject_tolerance") != reject_tolerance:
-        return None
-    manifest = last.get("manifest")
-    if not manifest or not lake.exists(manifest):
-        return None
-    staged = StagedVersion.from_json(lake.get_bytes(manifest))
-    if not all(lake.exists(f.key) for f in staged.trades_files + staged.rejected_files):
-        return None
-
-    metadata = {**last["metadata"], "status": "up to date",
-                "skipped_because": f"source and transform unchanged since run {staged.run_id} (data version {current})"}
-    metadata.update(operator_metadata(partition, staged.trades_files, metadata))
-    checks = [CheckOutcome(**c) for c in last["checks"]]
-    return EtlResult(partition, metadata, checks, current)
-
-
-def record_build(lake: Lake, result, reject_tolerance: float) -> None:
-    lake.write_meta(last_build_key(result.partition), {
-        "data_version": result.data_version, "reject_tolerance": reject_tolerance,
-        "manifest": staged_manifest_key(result.partition, result.metadata["run_id"]),
-        "metadata": result.metadata,
-        "checks": [{"name": c.name, "passed": c.passed, "severity": c.severity, "metadata": c.metadata}
-                   for c in result.checks],
-    })
-
-
 def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: float = 0.0,
                    run_id: str | None = None, dagster_run_id: str | None = None, threads: int | None = None,
                    force: bool = False):
@@ -523,7 +488,16 @@ def run_duckdb_etl(partition: TradePartition, lake: Lake, *, reject_tolerance: f
     `force`. Raises SchemaDrift / SourceError / UpstreamMissing as the Spark engine does; nothing is
     committed (the publish step commits the manifest's files when its blocking checks passed).
     """
-    from market_etl.stages.etl import TRANSFORM_VERSION, EtlResult, Paths, data_version, operator_metadata, preflight
+    from market_etl.stages.etl import (
+        TRANSFORM_VERSION,
+        EtlResult,
+        Paths,
+        data_version,
+        operator_metadata,
+        preflight,
+        record_build,
+        up_to_date,
+    )
 
     if not force and (previous := up_to_date(lake, partition, reject_tolerance)) is not None:
         return previous
