@@ -5,6 +5,9 @@ commits the staged version processed/trades wrote for it to the Iceberg table, i
 replaces exactly that symbol-month. It runs after processed/trades and its blocking checks in the same
 run (a failed blocking check skips it), across runs its automation condition (DOWNSTREAM_AUTOMATION)
 waits for those checks to pass, and by hand it refuses a version whose blocking checks failed.
+
+The analytics assets do write, audit and publish in one step each (`SqlEngine.build_analytics`): their
+checks are the asset's own and judge the version on its audit branch, before main moves to it.
 """
 
 import dagster as dg
@@ -15,7 +18,7 @@ from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import DAILY_TRADE_STATS, OHLCV_1M, PROCESSED_TRADES, TRADES_TABLE_ASSET
 from market_etl.defs.partitions import partition_of
 from market_etl.defs.table_metadata import table_metadata
-from market_etl.lake.iceberg import RUN_ID, PublishRefused
+from market_etl.lake.iceberg import RUN_ID, SOURCE_SHA256, PublishRefused
 from market_etl.resources.catalog import IcebergCatalogResource
 from market_etl.resources.sql import SqlEngine
 
@@ -118,7 +121,7 @@ def build_analytics_assets(partitions_def: dg.PartitionsDefinition) -> list:
         return dg.MaterializeResult(metadata={
             **commit.metadata(), "snapshot_id": str(commit.snapshot_id), "manifest_key": manifest_key,
             "run_id": commit.properties.get(RUN_ID),
-            "source_sha256": commit.properties.get("market-etl.source-sha256"), **views})
+            "source_sha256": commit.properties.get(SOURCE_SHA256), **views})
 
     ohlcv_1m = _analytics_asset(OHLCV_1M, partitions_def, (
         "1-minute bars per symbol-month: open/high/low/close, volume, quote volume, VWAP, trade count and "
