@@ -26,6 +26,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from market_etl.core.binance import csv_member_name
 from market_etl.core.keys import TradePartition, UpstreamMissing, Zone, lake_key
+from market_etl.core.metadata import ROW_COUNT
 from market_etl.core.storage import Storage
 
 try:  # ISA-L: ~3x stdlib zlib; the same decompressobj/crc32 interface.
@@ -111,10 +112,13 @@ class UnzipResult:
         """MB of CSV written per second (0 when nothing was written)."""
         return self.uncompressed_bytes / 1e6 / self.seconds if self.status != "up_to_date" and self.seconds else 0.0
 
-    def as_metadata(self) -> dict:
+    def as_metadata(self, lake_uri: str | None = None) -> dict:
         meta = {k: v for k, v in asdict(self).items() if v is not None}
         meta["seconds"] = round(self.seconds, 3)
         meta["mb_per_s"] = round(self.mb_per_s, 1)
+        if lake_uri is not None:
+            meta["lake_uri"] = lake_uri
+        meta[ROW_COUNT] = self.lines  # lines of the CSV member (a header line counts)
         return meta
 
 
@@ -337,6 +341,19 @@ def stream_member(fp: BinaryIO, member: Member, write: Callable[[bytes], object]
     return StreamStats(uncompressed_bytes=total, lines=lines, crc32=crc, seconds=time.perf_counter() - started)
 
 
+def already_unzipped(partition: TradePartition, lake: Storage) -> UnzipResult | None:
+    """The build of raw_unzipped for `partition` when it was made from the raw archive there now (else None)."""
+    source_key, key = lake_key(Zone.RAW, partition), lake_key(Zone.RAW_UNZIPPED, partition)
+    source = lake.info(source_key)
+    source_sha256 = ((lake.read_meta(source_key) or {}) if source else {}).get("sha256")
+    previous = lake.read_meta(key) or {}
+    if not source_sha256 or previous.get("source_sha256") != source_sha256 or not lake.exists(key):
+        return None
+    return UnzipResult(status="up_to_date", key=key, source_key=source_key, source_sha256=source_sha256,
+                       compressed_bytes=source.size, uncompressed_bytes=previous["uncompressed_bytes"],
+                       lines=previous["lines"], seconds=0.0)
+
+
 def unzip_partition(partition: TradePartition, lake: Storage, limits: UnzipLimits = UnzipLimits()) -> UnzipResult:
     """Build raw_unzipped for `partition` from its raw archive, or skip when already built from it.
 
@@ -353,11 +370,9 @@ def unzip_partition(partition: TradePartition, lake: Storage, limits: UnzipLimit
         raise UpstreamMissing(f"{partition}: no verified raw archive at {lake.uri(source_key)}; "
                               "materialise raw/trades_zip for this partition first")
     source_sha256 = source_meta["sha256"]
-    previous = lake.read_meta(key) or {}
-    if previous.get("source_sha256") == source_sha256 and lake.exists(key):
-        return UnzipResult(status="up_to_date", key=key, source_key=source_key, source_sha256=source_sha256,
-                           compressed_bytes=source.size, uncompressed_bytes=previous["uncompressed_bytes"],
-                           lines=previous["lines"], seconds=0.0)
+    if (built := already_unzipped(partition, lake)) is not None:
+        return built
+    prior = (lake.read_meta(key) or {}).get("source_sha256")  # what it was built from before: "rebuilt"
     expected = csv_member_name(partition)
     with lake.open_read(source_key) as fp:
         try:
@@ -376,7 +391,6 @@ def unzip_partition(partition: TradePartition, lake: Storage, limits: UnzipLimit
         "crc32": f"{stats.crc32:08x}",
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    prior = previous.get("source_sha256")
     return UnzipResult(status="rebuilt" if prior else "built", key=key, source_key=source_key,
                        source_sha256=source_sha256, compressed_bytes=source.size,
                        uncompressed_bytes=stats.uncompressed_bytes, lines=stats.lines, seconds=stats.seconds,

@@ -11,10 +11,11 @@ from market_etl.core.versions import TRANSFORM_VERSION
 from market_etl.defs.automation import DOWNSTREAM_AUTOMATION
 from market_etl.defs.keys import PROCESSED_TRADES, RAW_UNZIPPED_TRADES_CSV, SPARK_POOL
 from market_etl.defs.partitions import partition_of
-from market_etl.defs.table_metadata import table_metadata
+from market_etl.defs.table_metadata import dagster_metadata, table_metadata
 from market_etl.resources import IcebergCatalogResource, LakeResource
 from market_etl.resources.sql import SqlEngine
 from market_etl.resources.stages import StageLauncher, partition_args
+from market_etl.stages.etl import up_to_date
 
 
 def processed_trades_metadata(lake_url: str | None) -> dict:
@@ -64,13 +65,25 @@ def build_processed_assets(partitions_def: dg.PartitionsDefinition, reject_toler
                catalog: IcebergCatalogResource, sql: SqlEngine):
         partition = partition_of(context)
         run_id = new_run_id()
-        args = (partition_args(partition) + lake.stage_args() + ["--reject-tolerance", str(reject_tolerance),
-                                                                 "--run-id", run_id, "--dagster-run-id", context.run.run_id])
-        results = stages.run(context, "etl", args).get_results()
-        # A stage that found its input unchanged reports the manifest of the build it kept, not this run's.
-        reported = next((r.metadata.get("manifest_key") for r in results
-                         if isinstance(r, dg.MaterializeResult) and r.metadata), None)
-        manifest_key = getattr(reported, "value", reported)
+        kept = up_to_date(lake.open(), partition, reject_tolerance) if stages.checks_up_to_date_in_process else None
+        if kept is not None:
+            # What the stage would report, without starting a process for it (~0.4 s a partition).
+            context.log.info(f"{partition}: up to date ({kept.metadata['skipped_because']}); no stage launched")
+            results = dg.MaterializeResult(
+                metadata=dagster_metadata(kept.metadata), data_version=dg.DataVersion(kept.data_version),
+                check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed,
+                                                   severity=dg.AssetCheckSeverity(c.severity),
+                                                   metadata=dagster_metadata(c.metadata)) for c in kept.checks])
+            manifest_key = kept.metadata["manifest_key"]
+        else:
+            args = (partition_args(partition) + lake.stage_args()
+                    + ["--reject-tolerance", str(reject_tolerance), "--run-id", run_id,
+                       "--dagster-run-id", context.run.run_id])
+            results = stages.run(context, "etl", args).get_results()
+            # A stage that found its input unchanged reports the manifest of the build it kept, not this run's.
+            reported = next((r.metadata.get("manifest_key") for r in results
+                             if isinstance(r, dg.MaterializeResult) and r.metadata), None)
+            manifest_key = getattr(reported, "value", reported)
         if not manifest_key:
             raise dg.Failure(f"the ETL stage for {partition} reported no manifest_key (expected "
                              f"{staged_manifest_key(partition, run_id)}): its engine must report the manifest it wrote",

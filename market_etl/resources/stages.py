@@ -35,6 +35,10 @@ def partition_args(partition: TradePartition) -> list[str]:
 class StageLauncher(dg.ConfigurableResource):
     """Runs a stage for one partition and returns the Pipes invocation (results, checks, logs)."""
 
+    # Whether an asset may find its stage's input unchanged itself and skip launching it: locally the lake is
+    # the orchestrator's own; on AWS the orchestrator's role does not read the raw zones, the stage decides.
+    checks_up_to_date_in_process: bool = False
+
     def run(self, context: dg.AssetExecutionContext, stage: str, args: Sequence[str]):
         raise NotImplementedError
 
@@ -43,6 +47,7 @@ class LocalStageLauncher(StageLauncher):
     """Runs stages as local subprocesses of this Python (`python -m market_etl.stages.<stage>`)."""
 
     python_executable: str = sys.executable
+    checks_up_to_date_in_process: bool = True
 
     def run(self, context: dg.AssetExecutionContext, stage: str, args: Sequence[str]):
         command = [self.python_executable, "-m", stage_module(stage), *args]

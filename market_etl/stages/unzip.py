@@ -27,10 +27,8 @@ def main(argv=None) -> None:
             pipes.log.info(f"{args.partition}: {result.status} {result.uncompressed_bytes} bytes, "
                            f"{result.lines} lines in {result.seconds:.2f}s ({result.mb_per_s:.0f} MB/s, "
                            f"{result.inflate})")
-        metadata = result.as_metadata()
+        metadata = result.as_metadata(lake.uri(result.key))
         metadata["peak_rss_mb"] = round(peak_rss_bytes() / 1e6, 1)  # the whole stage process, interpreter included
-        metadata["lake_uri"] = lake.uri(result.key)
-        metadata["dagster/row_count"] = result.lines  # lines of the CSV member (a header line counts)
         pipes.report_asset_materialization(metadata=metadata, data_version=result.source_sha256)
 
 

@@ -578,6 +578,10 @@ def test_asset_reports_its_metadata_and_data_version_through_pipes(tmp_path):
         again = materialize_unzip(lake.root, instance)
         [mat2] = [e.event_specific_data.materialization for e in again.get_asset_materialization_events()]
         assert mat2.metadata["status"].value == "up_to_date" and mat2.tags["dagster/data_version"] == sha256
+        assert mat2.metadata["dagster/row_count"].value == 3000 and mat2.metadata["lake_uri"] == mat.metadata["lake_uri"]
+        # Decided in the run's own process: no stage was launched for an unchanged archive.
+        logs = [r.user_message for r in instance.all_logs(again.run_id)]
+        assert not any(m.startswith("stage unzip:") for m in logs) and any("no stage launched" in m for m in logs)
 
 
 def test_asset_failure_shows_the_stage_error(tmp_path):

@@ -266,6 +266,22 @@ def test_one_dagster_run_stages_audits_and_publishes_then_a_bad_republish_stops_
         assert summary["market-etl.source-sha256"] == staged.metadata["source_sha256"].value
         before = three_queries(lake)
 
+        # Nothing changed: both steps are up to date, the ETL stage is not even launched, and the checks of the
+        # kept version are reported again; no new snapshot.
+        again = materialize(instance)
+        assert again.success
+        statuses = {e.asset_key: e.materialization.metadata["status"].value
+                    for e in again.get_asset_materialization_events()}
+        assert statuses == {PROCESSED_TRADES: "up to date", TRADES_TABLE: "up to date"}
+        [kept] = [e.materialization for e in again.get_asset_materialization_events() if e.asset_key == PROCESSED_TRADES]
+        assert kept.metadata["manifest_key"].value == staged.metadata["manifest_key"].value
+        assert kept.metadata["rows_per_day"].value.records  # the typed values, as the stage reported them
+        checks = again.get_asset_check_evaluations()
+        assert len(checks) == len(good.get_asset_check_evaluations()) and all(c.passed for c in checks)
+        logs = [r.user_message for r in instance.all_logs(again.run_id)]
+        assert not any(m.startswith("stage etl:") for m in logs) and any("no stage launched" in m for m in logs)
+        assert trades_table(lake).current_snapshot().snapshot_id == table.current_snapshot().snapshot_id
+
         put_source(lake, JULY, tmp_path / "bad", defects=Defects(bad_values=2), seed=6)
         bad = materialize(instance)
         assert not bad.success  # the blocking check failed: the publish step did not run
