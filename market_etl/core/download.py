@@ -269,6 +269,20 @@ def fetch_expected_sha256(session, base_url: str, partition: TradePartition, tim
     return None
 
 
+def already_downloaded(partition: TradePartition, base_url: str, lake: Storage, expected: str | None,
+                       started: float | None = None) -> DownloadResult | None:
+    """The raw archive in the lake, when it is the one whose sha256 the source publishes now (`expected`)."""
+    key = lake_key(Zone.RAW, partition)
+    previous = lake.read_meta(key) if lake.exists(key) else None
+    if expected is None or not previous or previous.get("sha256") != expected:
+        return None
+    return DownloadResult(
+        status="up_to_date", url=archive_url(base_url, partition), key=key, sha256=expected,
+        bytes=lake.info(key).size, seconds=time.monotonic() - (started or time.monotonic()), attempts=0,
+        last_modified=previous.get("last_modified"),
+    )
+
+
 def download_archive(
     partition: TradePartition,
     base_url: str,
@@ -287,14 +301,10 @@ def download_archive(
     url = archive_url(base_url, partition)
     started = time.monotonic()
     expected = fetch_expected_sha256(session, base_url, partition, timeout, policy, allow_missing_checksum, sleep)
-
+    if (kept := already_downloaded(partition, base_url, lake, expected, started)) is not None:
+        return kept
     previous = lake.read_meta(key) if lake.exists(key) else None
     previous_sha = previous.get("sha256") if previous else None
-    if expected is not None and previous_sha == expected:
-        return DownloadResult(
-            status="up_to_date", url=url, key=key, sha256=expected, bytes=lake.info(key).size,
-            seconds=time.monotonic() - started, attempts=0, last_modified=previous.get("last_modified"),
-        )
 
     body = _ResumableBody(lake, key)
 

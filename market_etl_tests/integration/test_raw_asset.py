@@ -62,6 +62,12 @@ def test_materialization_reports_metadata_and_data_version(mirror, tmp_path):
         again = _materialize(settings, partition, instance)
         [mat2] = [e.event_specific_data.materialization for e in again.get_asset_materialization_events()]
         assert mat2.metadata["status"].value == "up_to_date"
+        assert mat2.tags["dagster/data_version"] == meta["sha256"]
+        [check2] = again.get_asset_check_evaluations()
+        assert check2.passed and check2.metadata["sha256"].value == meta["sha256"]
+        # Decided in the run's own process (one CHECKSUM request): no stage was launched.
+        logs = [r.user_message for r in instance.all_logs(again.run_id)]
+        assert not any(m.startswith("stage download:") for m in logs) and any("no stage launched" in m for m in logs)
 
 
 def test_not_published_month_fails_the_run_clearly(mirror, tmp_path):
