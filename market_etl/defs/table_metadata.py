@@ -28,7 +28,7 @@ def dagster_metadata(metadata: Mapping[str, Any]) -> dict:
     """`core.metadata` values as Dagster's (what Pipes does for a stage's report, for results built in process)."""
     def value(v):
         if isinstance(v, Markdown):
-            return dg.MetadataValue.md(str(v))
+            return dg.MarkdownMetadataValue(str(v))
         if isinstance(v, Url):
             return dg.MetadataValue.url(v.url)
         if isinstance(v, ColumnSchema):

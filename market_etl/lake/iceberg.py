@@ -184,29 +184,30 @@ def load_table(catalog: "Catalog", lake: Lake, spec: TableSpec) -> "Table":
 
     schema = iceberg_schema(spec)
     declared = declared_properties(spec, schema)
-    try:
-        table = catalog.load_table(identifier(spec))
-    except NoSuchTableError:
-        table = None
-    if table is not None:
-        if table.properties.get(PROPERTIES_VERSION) != declared[PROPERTIES_VERSION]:
-            try:
-                with table.transaction() as tx:
-                    tx.set_properties(declared)
-            except CommitFailedException:  # a concurrent writer: whoever updates the properties next time
-                pass
-            table.refresh()
-        return table
-    try:
-        catalog.create_namespace_if_not_exists(DATABASE)
-        return catalog.create_table(
-            identifier(spec), schema=schema, partition_spec=iceberg_partition_spec(spec, schema),
-            location=iceberg_uri(lake, spec.location_key), properties={"format-version": "2", **declared})
-    except Exception as err:  # noqa: BLE001 - a concurrent creator (the SQL catalog raises its driver's errors)
+    failure: Exception | None = None
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            return catalog.load_table(identifier(spec))
+            table = catalog.load_table(identifier(spec))
         except NoSuchTableError:
-            raise err from None
+            pass
+        else:
+            if table.properties.get(PROPERTIES_VERSION) != declared[PROPERTIES_VERSION]:
+                try:
+                    with table.transaction() as tx:
+                        tx.set_properties(declared)
+                except CommitFailedException:  # a concurrent writer: whoever updates the properties next time
+                    pass
+                table.refresh()
+            return table
+        try:
+            catalog.create_namespace_if_not_exists(DATABASE)
+            return catalog.create_table(
+                identifier(spec), schema=schema, partition_spec=iceberg_partition_spec(spec, schema),
+                location=iceberg_uri(lake, spec.location_key), properties={"format-version": "2", **declared})
+        except Exception as err:  # noqa: BLE001 - a concurrent creator of the namespace or the table (the SQL
+            failure = err          # catalog raises its driver's errors): load what it made, or create again
+            _retry_pause(attempt)
+    raise CatalogError(f"{spec.qualified_name}: could not load or create the table ({failure})") from failure
 
 
 # ---------------------------------------------------------------- what is published

@@ -384,3 +384,27 @@ def test_a_table_created_with_older_properties_gets_the_declared_ones_on_load(tm
     with reloaded.transaction() as tx:
         tx.set_properties({"write.metadata.previous-versions-max": "10"})
     assert load_table(open_catalog(lake), lake, OHLCV_1M_TABLE).properties["write.metadata.previous-versions-max"] == "10"
+
+
+def test_first_loads_racing_to_create_a_table_all_get_it(tmp_path):
+    """Several runs publishing into a fresh lake at once: one creates the namespace and the table, the others
+    (whose own creation collides in the SQL catalog) load what it made."""
+    import threading
+
+    lake = LocalLake(tmp_path)
+    barrier, tables, errors = threading.Barrier(4), [], []
+
+    def first_load():
+        catalog = open_catalog(lake)
+        barrier.wait()
+        try:
+            tables.append(load_table(catalog, lake, OHLCV_1M_TABLE).metadata.table_uuid)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=first_load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(tables) == 4 and len(set(tables)) == 1
