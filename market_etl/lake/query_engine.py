@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
-from market_etl.core.tables import DATABASE
+from market_etl.core.tables import DATABASE, TABLES
 from market_etl.lake.duckdb_catalog import CATALOG_DB_KEY, sql_string
 from market_etl.lake.iceberg import CatalogError
 from market_etl.core.sql import BoundQuery, QueryEngineFailed, QueryError, QueryResult, SqlRejected
@@ -126,8 +126,19 @@ class DuckDBQueryEngine:
 
             lake = LocalLake(self.database_path.parents[1])  # <lake>/catalog/market_etl.duckdb
             catalog = open_catalog(lake)
+            chosen = snapshots_as_of(catalog, lake, self.as_of)
             con = duckdb.connect()
-            create_views(con, table_files(catalog, lake, snapshots_as_of(catalog, lake, self.as_of)))
+            if self.as_of.isdigit() and self.database_path.is_file():
+                # A snapshot id travels in its own table only: the others read as published, from the views
+                # file, instead of listing every file of each (a large trades table takes seconds).
+                con.execute(f"ATTACH {sql_string(str(self.database_path))} AS published (READ_ONLY)")
+                con.execute(f"CREATE SCHEMA {DATABASE}")
+                for name in TABLES:
+                    if name not in chosen:
+                        con.execute(f"CREATE VIEW {DATABASE}.{name} AS SELECT * FROM published.{DATABASE}.{name}")
+                create_views(con, table_files(catalog, lake, chosen, tables=tuple(chosen)), only_given=True)
+            else:
+                create_views(con, table_files(catalog, lake, chosen))
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET late_materialization_max_rows = 0")
             return con
