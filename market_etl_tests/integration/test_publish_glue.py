@@ -134,22 +134,40 @@ def test_a_commit_overtaken_on_glue_is_retried_and_both_partitions_land(lake, mo
     assert table_rows(lake, moto_endpoint) == {"BTCUSDT": 90, "ETHUSDT": 90}
 
 
+class GlueCatalogInLockstep(GlueCatalog):
+    """TEST ONLY: pyiceberg's Glue catalog, except that its first UpdateTable waits at `lockstep` until the
+    other writer reaches its own. Both writers have then read the same Glue table version, so the race
+    between GetTable and UpdateTable happens on every run instead of by timing."""
+
+    def __init__(self, *args, lockstep: threading.Barrier, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lockstep = lockstep
+
+    def _update_glue_table(self, *args, **kwargs):
+        if self._lockstep is not None:
+            lockstep, self._lockstep = self._lockstep, None
+            lockstep.wait(timeout=60)
+        return super()._update_glue_table(*args, **kwargs)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "moto 5.2.5's Glue UpdateTable ignores VersionId (moto/glue/models.py update_table), so the optimistic "
     "concurrency pyiceberg's Glue catalog relies on (a stale VersionId fails the commit on AWS, and "
-    "replace_partition retries it) does not exist on moto: one of two racing commits is lost there. The "
-    "retry path is proven on the SQL catalog (test_write_audit_publish.py). When moto enforces VersionId "
-    "this test passes and strict xfail flags it: drop the mark then."))
-def test_two_partitions_committing_at_once_on_glue_both_land(lake, moto_endpoint, tmp_path):
+    "replace_partition retries it) does not exist on moto: of two commits that read the same table version, "
+    "the second overwrites the first. The retry path is proven on the SQL catalog (test_write_audit_publish.py) "
+    "and, for a writer overtaken before its GetTable, above. When moto enforces VersionId this test passes "
+    "and strict xfail flags it: drop the mark then."))
+def test_two_partitions_committing_from_the_same_glue_version_both_land(lake, moto_endpoint, tmp_path):
     manifests = [staged(lake, tmp_path, p, seed=5)[0] for p in (BTC, ETH)]
     load_table(catalog(lake, moto_endpoint), lake, TRADES)
-    barrier = threading.Barrier(2)
+    reference = catalog(lake, moto_endpoint)
+    lockstep = threading.Barrier(2)
     errors = []
 
     def go(key):
-        barrier.wait()
+        writer = GlueCatalogInLockstep(reference.name, **reference.properties, lockstep=lockstep)
         try:
-            publish_staged(catalog(lake, moto_endpoint), lake, key, key)
+            publish_staged(writer, lake, key, key)
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
