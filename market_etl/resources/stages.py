@@ -4,9 +4,11 @@ Both launchers take the same call; asset bodies never know which one they got:
 `LocalStageLauncher` (subprocess) for the local runtime, `GlueStageLauncher` for aws.
 """
 
+import fcntl
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import boto3
@@ -51,9 +53,55 @@ class LocalStageLauncher(StageLauncher):
 
     def run(self, context: dg.AssetExecutionContext, stage: str, args: Sequence[str]):
         command = [self.python_executable, "-m", stage_module(stage), *args]
-        context.log.info(f"stage {stage}: {' '.join(command)}")
-        with stage_errors(context, stage):
-            return PipesSubprocessClient().run(context=context, command=command)
+        with host_pool_slot(context):
+            context.log.info(f"stage {stage}: {' '.join(command)}")
+            with stage_errors(context, stage):
+                return PipesSubprocessClient().run(context=context, command=command)
+
+
+#: How often a stage waiting for a host slot tries again.
+HOST_SLOT_POLL_SECONDS = 0.2
+
+
+@contextmanager
+def host_pool_slot(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Holds one of the step's pool slots on this machine (a file lock) while its stage runs.
+
+    Dagster's pool already queues the step, but on the local instance's SQLite storage two processes can
+    claim the same slot row (no row locks: the claim is a read, then an update), so under load a third
+    download could start next to two others. A lock per slot under the instance's directory makes the limit
+    exact on one machine; the operating system releases it when a process dies, so nothing goes stale."""
+    pool = context.op_def.pool
+    storage = context.instance.event_log_storage
+    if not pool or not storage.supports_global_concurrency_limits:
+        yield
+        return
+    limit = storage.get_concurrency_info(pool).slot_count
+    if limit <= 0:
+        yield
+        return
+    folder = Path(context.instance.root_directory) / "pool-slots" / pool
+    folder.mkdir(parents=True, exist_ok=True)
+    waiting_since = None
+    while True:
+        for slot in range(limit):
+            handle = open(folder / f"{slot}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            if waiting_since is not None:
+                context.log.info(f"pool {pool}: host slot {slot} after {time.monotonic() - waiting_since:.1f} s")
+            try:
+                yield
+            finally:
+                handle.close()  # closing the file releases the lock
+            return
+        if waiting_since is None:
+            waiting_since = time.monotonic()
+            context.log.info(f"pool {pool}: all {limit} host slots busy; waiting")
+        time.sleep(HOST_SLOT_POLL_SECONDS)
 
 
 @contextmanager

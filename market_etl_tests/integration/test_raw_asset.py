@@ -1,8 +1,11 @@
 """raw/trades_zip through real Dagster runs: the stage subprocess, Pipes metadata, data version, pools (case 7)."""
+import fcntl
 import os
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -115,3 +118,38 @@ def test_concurrent_runs_never_exceed_the_download_pool(mirror, tmp_path):
     assert all(p.returncode == 0 for p in procs), outputs
     assert sum(mirror.count(f"{s}-trades-{m}.zip") for s in SYMBOLS for m in MONTHS) >= 4
     assert mirror.max_concurrent == 2
+
+
+def test_a_download_waits_for_the_host_slot_of_its_pool(mirror, tmp_path):
+    """The file lock behind the pool: while another process holds the only download slot on this machine,
+    the step's stage does not start (no archive requested); it starts once the slot is free."""
+    from market_etl.defs.keys import DOWNLOAD_POOL
+
+    settings = Settings.from_env(_env(mirror, tmp_path / "lake"))
+    partition = TradePartition("BTCUSDT", "2025-07")
+    with dg.instance_for_test() as instance:
+        instance.event_log_storage.set_concurrency_slots(DOWNLOAD_POOL, 1)
+        folder = Path(instance.root_directory) / "pool-slots" / DOWNLOAD_POOL
+        folder.mkdir(parents=True)
+        held = open(folder / "0.lock", "a")
+        fcntl.flock(held, fcntl.LOCK_EX)
+        mirror.reset_stats()
+        results = []
+        run = threading.Thread(target=lambda: results.append(_materialize(settings, partition, instance)))
+        run.start()
+        try:
+            deadline = time.monotonic() + 120
+            while not any("host slots busy" in (r.user_message or "") for r in _all_logs(instance)):
+                assert run.is_alive() and time.monotonic() < deadline, "the step never waited for the slot"
+                time.sleep(0.1)
+            assert mirror.count("BTCUSDT-trades-2025-07.zip") == 0
+        finally:
+            held.close()
+            run.join(timeout=300)
+        [result] = results
+        assert result.success
+        assert mirror.count("BTCUSDT-trades-2025-07.zip") == 1
+
+
+def _all_logs(instance):
+    return [record for run in instance.get_runs() for record in instance.all_logs(run.run_id)]
