@@ -91,11 +91,12 @@ def host_pool_slot(context: dg.AssetExecutionContext) -> Iterator[None]:
             except BlockingIOError:
                 handle.close()
                 continue
-            if waiting_since is not None:
-                context.log.info(f"pool {pool}: host slot {slot} after {time.monotonic() - waiting_since:.1f} s")
+            waited = "" if waiting_since is None else f" after waiting {time.monotonic() - waiting_since:.1f} s"
+            context.log.info(f"pool {pool}: host slot {slot} taken{waited}")
             try:
                 yield
             finally:
+                context.log.info(f"pool {pool}: host slot {slot} released")
                 handle.close()  # closing the file releases the lock
             return
         if waiting_since is None:

@@ -308,12 +308,11 @@ def test_schema_drift_fails_naming_the_column_and_writes_nothing(spark, lake, fi
 
 def test_the_entry_point_fails_on_drift_before_starting_spark(lake, tmp_path):
     lake.put_bytes(lake_key(Zone.RAW_UNZIPPED, JULY), b"id,price,qty,quote_qty,time,is_buyer_maker\n1,2,3,4,5,True\n")
-    started = time.monotonic()
     stage = _stage(lake, JULY, tmp_path / "drift.log")
-    assert stage.wait(timeout=120) != 0
+    assert stage.wait(timeout=300) != 0
     output = (tmp_path / "drift.log").read_text()
     assert "SchemaDrift" in output and "missing column(s) is_best_match" in output
-    assert "Setting default log level" not in output and time.monotonic() - started < 60  # no JVM was started
+    assert "Setting default log level" not in output  # Spark's first words: no JVM was started
 
 
 # ---------------------------------------------------------------- staging on both lake kinds (no Spark)

@@ -302,11 +302,12 @@ def test_truncated_body_raises_on_the_client(server: MirrorServer, mirror: Mirro
 def test_stall_trips_a_read_timeout(server: MirrorServer, mirror: Mirror, root: Path) -> None:
     file = mirror[("ETHUSDT", "2025-02")]
     url = url_of(server, file.zip_path, root)
-    server.set_fault(file.zip_path.name, "stall", times=1, seconds=2.0, after_bytes=100)
+    # The stall outlasts the read timeout many times over: a timeout that did not fire would wait it out.
+    server.set_fault(file.zip_path.name, "stall", times=1, seconds=20.0, after_bytes=100)
     started = time.monotonic()
     with pytest.raises(requests.exceptions.ConnectionError):  # requests' ReadTimeout while streaming the body
-        requests.get(url, timeout=(5, 0.3)).content
-    assert time.monotonic() - started < 1.5
+        requests.get(url, timeout=(5, 2.0)).content
+    assert time.monotonic() - started < 15
 
     server.set_fault(file.zip_path.name, "stall", times=1, seconds=0.4)
     started = time.monotonic()
@@ -361,9 +362,9 @@ def test_control_endpoint_steers_faults_and_reports_stats(server: MirrorServer, 
 
 def test_max_concurrent_counts_parallel_zip_downloads(server: MirrorServer, mirror: Mirror, root: Path) -> None:
     file = mirror[("ETHUSDT", "2024-12")]
-    server.set_fault(file.zip_path.name, "stall", times=3, seconds=1.0)
+    server.set_fault(file.zip_path.name, "stall", times=3, seconds=5.0)  # long enough for three threads to meet
     url = url_of(server, file.zip_path, root)
-    threads = [threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 5}) for _ in range(3)]
+    threads = [threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 30}) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

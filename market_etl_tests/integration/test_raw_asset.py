@@ -104,7 +104,8 @@ def test_concurrent_runs_never_exceed_the_download_pool(mirror, tmp_path):
                    capture_output=True)
     for symbol in SYMBOLS:
         for month in MONTHS:
-            mirror.set_fault(f"{symbol}-trades-{month}.zip", "stall", seconds=8.0, times=1)
+            # Long enough for the four CLI processes (3-8 s each to start, more under load) to meet at the pool.
+            mirror.set_fault(f"{symbol}-trades-{month}.zip", "stall", seconds=15.0, times=1)
     mirror.reset_stats()
     procs = [
         subprocess.Popen(

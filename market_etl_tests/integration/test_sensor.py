@@ -89,7 +89,7 @@ def test_sensor_requests_exactly_new_and_republished_months(mirror, tmp_path):
         checksum = pending.checksum_path.read_bytes()
         pending.checksum_path.unlink()
         # The current month can appear upstream as daily data; it is outside the monthly partitions.
-        this_month = dt.date.today().strftime("%Y-%m")
+        this_month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")  # the partitions' calendar is UTC
         generate_month(root, "ETHUSDT", this_month, TRADES_PER_DAY)
         assert _keys(ticks.tick()) == {_key("ETHUSDT", "2025-09")}
         assert ticks.listing_requests == len(SYMBOLS)

@@ -394,8 +394,11 @@ def _best_of(engine, query, runs=5):
     return min(r.seconds for r in results), results[-1]
 
 
-def test_query_latency_on_a_demo_sized_lake(tmp_path):
-    """The demo's lake: 3 symbols x 3 months x every day x 2000 trades (552,000 rows, 276 files)."""
+def test_queries_on_a_demo_sized_lake_scan_only_the_files_they_need(tmp_path):
+    """The demo's lake: 3 symbols x 3 months x every day x 2000 trades (552,000 rows, 276 files).
+
+    The times are printed for the record; `make bench` (bench query) is what measures them, since a wall-clock
+    bound here would fail on a loaded machine rather than on slow code."""
     engine = DuckDBSqlEngine(lake_url=str(tmp_path))
     for month in DEMO_MONTHS:
         for symbol in DEMO_SYMBOLS:
@@ -411,4 +414,3 @@ def test_query_latency_on_a_demo_sized_lake(tmp_path):
           f"{count_seconds * 1000:.1f} ms ({counts.files_scanned} files)")
     assert vwap.files_scanned == 1 and counts.files_scanned == 276
     assert sum(r[1] for r in counts.rows) == 3 * 92 * DEMO_TRADES_PER_DAY
-    assert vwap_seconds < 1.0 and count_seconds < 1.0
