@@ -13,6 +13,7 @@ browser the test fails saying how to get one: it never skips. Screenshots go to 
 """
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,17 @@ def ui(browser, backfilled):
     context.close()
 
 
+def _open_check_partitions(page) -> None:
+    """Open the Partitions tab of the check shown in the detail pane.
+
+    The asset has a Partitions tab of its own, above; the check's tab bar (the innermost block with its
+    Execution and Automation history tabs) shows one only once the check has loaded, and clicking early
+    would open the asset's. Playwright's click waits until the check's own tab is there."""
+    tab_bar = (page.locator("div").filter(has=page.get_by_text("Execution history", exact=True))
+               .filter(has=page.get_by_text("Automation history", exact=True)).last)
+    tab_bar.get_by_text("Partitions", exact=True).click()
+
+
 def _pick(page, partition: TradePartition) -> None:
     """Pick a partition in a symbol x month partition picker: the month first, then the symbol."""
     page.get_by_text(f"{partition.month}-01", exact=True).first.click()
@@ -124,8 +136,14 @@ def _check_status(page, partition: TradePartition) -> str:
     """The status shown in a check's partition detail pane (the innermost block with the key and the execution)."""
     pane = (page.locator("div").filter(has=page.get_by_text(partition.dagster_key(), exact=True))
             .filter(has_text="Latest execution").last)
-    lines = [line.strip() for line in pane.inner_text().splitlines()]
-    return next(line for line in lines if line in ("Passed", "Failed", "Skipped", "Execution failed"))
+    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+    while True:  # the pane's heading can render before the execution it describes
+        lines = [line.strip() for line in pane.inner_text().splitlines()]
+        status = next((line for line in lines if line in ("Passed", "Failed", "Skipped", "Execution failed")), None)
+        if status is not None:
+            return status
+        assert time.monotonic() < deadline, f"no check status in the pane of {partition}: {lines}"
+        page.wait_for_timeout(200)
 
 
 def test_asset_graph_shows_the_lake_from_archive_to_analytics(ui, screenshots):
@@ -145,7 +163,7 @@ def test_checks_tab_names_the_bad_partitions_failed_check_and_passes_the_good_on
     page.get_by_text("This is a blocking asset check.", exact=False).first.wait_for()
 
     # The check's partitions: one failed (the bad month), one passed (the good month).
-    page.get_by_text("Partitions", exact=True).last.click()
+    _open_check_partitions(page)
     page.get_by_text("Failed (1)", exact=True).wait_for()
     page.get_by_text("Passed (1)", exact=True).wait_for()
     _pick(page, BAD)
@@ -159,7 +177,7 @@ def test_checks_tab_names_the_bad_partitions_failed_check_and_passes_the_good_on
     page.keyboard.press("Escape")
 
     page = ui(f"/assets/processed/trades?view=checks&checkDetail={BAD_PRICE_CHECK}")
-    page.get_by_text("Partitions", exact=True).last.click()
+    _open_check_partitions(page)
     page.get_by_text("Failed (1)", exact=True).wait_for()
     page.screenshot(path=screenshots / "check_dashboard.png")
 
@@ -167,7 +185,7 @@ def test_checks_tab_names_the_bad_partitions_failed_check_and_passes_the_good_on
     for check in ("well_formed_rows", "valid_trade_dates", BAD_PRICE_CHECK, "positive_quantities",
                   "rows_reconciled", "trade_ids_contiguous"):
         page = ui(f"/assets/processed/trades?view=checks&checkDetail={check}")
-        page.get_by_text("Partitions", exact=True).last.click()
+        _open_check_partitions(page)
         _pick(page, GOOD)
         assert _check_status(page, GOOD) == "Passed", check
 
@@ -191,7 +209,7 @@ def test_the_downstream_partition_the_failed_check_blocked_is_not_materialised(u
 
     _pick(page, GOOD)
     page.get_by_text("Latest materialization", exact=True).first.wait_for()
-    assert page.get_by_text("did not materialize this asset", exact=False).count() == 0
+    page.get_by_text("did not materialize this asset", exact=False).first.wait_for(state="detached")
 
 
 LATEST_MATERIALIZATION = """
