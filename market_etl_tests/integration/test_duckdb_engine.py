@@ -7,10 +7,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from market_etl.core.keys import RUN_ID_PATTERN, TradePartition, Zone, lake_key, staged_manifest_key
+from market_etl.core.rules import SourceError
 from market_etl.core.staged import StagedVersion
 from market_etl.lake import LocalLake
 from market_etl.stages import etl
-from market_etl.stages.engines.duckdb_engine import count_blank_lines, run_duckdb_etl
+from market_etl.stages.engines.duckdb_engine import (
+    READER_CONTROL_BYTES,
+    count_blank_lines,
+    reader_control_bytes,
+    run_duckdb_etl,
+)
 from market_etl_tests.imports import modules_imported_by
 
 JULY = TradePartition("BTCUSDT", "2025-07")
@@ -170,3 +176,14 @@ def test_the_stage_on_the_duckdb_engine_never_imports_pyspark(lake, monkeypatch)
     assert lake.read_meta(etl.last_build_key(JULY))["metadata"]["engine"] == "duckdb"  # the stage did run
     # The probe sees pyspark where it is imported: the Spark engine's transforms.
     assert "pyspark.sql" in modules_imported_by("import market_etl.core.trades", "pyspark")
+
+
+def test_the_line_reader_takes_control_bytes_the_file_does_not_hold(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"1,2\x01,3\n\x02\n")
+    assert reader_control_bytes(path) == ("\x03", "\x04")
+    path.write_bytes(b"1,2,3\n")
+    assert reader_control_bytes(path) == ("\x01", "\x02")
+    path.write_bytes(b"".join(READER_CONTROL_BYTES[1:]) + b"\n")  # only the first is absent
+    with pytest.raises(SourceError, match="MARKET_ETL_ETL_ENGINE=spark"):
+        reader_control_bytes(path)

@@ -115,6 +115,9 @@ CASES = {
     "odd_times_ms": written([line(7000 + i, time=text) for i, text in enumerate(ODD_TIMES_MS)]),
     "header_repeated_inside": written([HEADER, line(1), HEADER, line(2)]),
     "crash_day_burst": written(burst_lines()),
+    # Bytes the DuckDB engine's line reader could split or null on: each line must still read whole.
+    "control_bytes_inside_lines": written([line(1), line(2) + "\x01junk", line(3, price="93576.0\x0100000"), "\x02",
+                                           line(4, best="\x02"), line(5, best="True\x00"), "\x01", line(6)]),
     "every_rule_broken": written([line(2), "4359935386,93576.00000000,0.00136000,127.26336000", line(1) + ",extra",
                                   line("x1"), line(-5), line(1, maker="yes"), line(1, best=""), line(1, quote="1e5"),
                                   line(1, time=1751328000), line(1, time="17513280000x0"),
