@@ -184,6 +184,6 @@ def test_the_line_reader_takes_control_bytes_the_file_does_not_hold(tmp_path):
     assert reader_control_bytes(path) == ("\x03", "\x04")
     path.write_bytes(b"1,2,3\n")
     assert reader_control_bytes(path) == ("\x01", "\x02")
-    path.write_bytes(b"".join(READER_CONTROL_BYTES[1:]) + b"\n")  # only the first is absent
+    path.write_bytes("".join(READER_CONTROL_BYTES[1:]).encode() + b"\n")  # only the first is absent
     with pytest.raises(SourceError, match="MARKET_ETL_ETL_ENGINE=spark"):
         reader_control_bytes(path)

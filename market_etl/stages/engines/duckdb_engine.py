@@ -115,49 +115,55 @@ BLANK_SCAN_CHUNK = 64 * 1024 * 1024
 
 #: Bytes the CSV reader may use as its field delimiter and null string, which must not occur in the file: the
 #: reader splits each line on the delimiter and keeps its first field only (a line holding one would be cut
-#: short, a cut line could pass every rule), and a line equal to the null string would read as no line.
-#: Binance writes none of them; the first absent ones are taken.
-READER_CONTROL_BYTES = tuple(bytes([b]) for b in (*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
+#: short, and a cut line could pass every rule), and a line equal to the null string would read as no line.
+READER_CONTROL_BYTES = tuple(chr(b) for b in (*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
+#: The pair used unless the file holds one of them (Binance writes neither).
+READER_DEFAULT_BYTES = READER_CONTROL_BYTES[:2]
 
 
 def reader_control_bytes(path: str | os.PathLike) -> tuple[str, str]:
-    """(delimiter, null string) for reading `path` line by line: two control bytes the file does not hold.
+    """(delimiter, null string) for reading `path` line by line: the first two control bytes it does not hold.
 
-    Usually the first two are absent: two memchr passes over the mapped file (0.16 s for 2.3 GB, cached)."""
-    import mmap
-
-    absent = []
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return READER_CONTROL_BYTES[0].decode(), READER_CONTROL_BYTES[1].decode()
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            for candidate in READER_CONTROL_BYTES:
-                if mapped.find(candidate) == -1:
-                    absent.append(candidate.decode())
-                    if len(absent) == 2:
-                        return absent[0], absent[1]
-    raise SourceError(f"{path}: the file holds nearly every ASCII control byte, so the DuckDB engine cannot "
-                      "read it line by line; it is not a Binance trades CSV (MARKET_ETL_ETL_ENGINE=spark reads it)")
+    Only for a file that holds a default one (`scan_source`); reads it in chunks, so memory stays bounded."""
+    present: set[str] = set()
+    buffer = bytearray(BLANK_SCAN_CHUNK)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            present |= {b for b in READER_CONTROL_BYTES
+                        if b not in present and buffer.find(b.encode(), 0, size) != -1}
+    absent = [b for b in READER_CONTROL_BYTES if b not in present]
+    if len(absent) < 2:
+        raise SourceError(f"{path}: the file holds nearly every ASCII control byte, so the DuckDB engine cannot "
+                          "read it line by line; it is not a Binance trades CSV (MARKET_ETL_ETL_ENGINE=spark "
+                          "reads it)")
+    return absent[0], absent[1]
 
 
 def count_blank_lines(path: str | os.PathLike) -> int:
-    """Empty lines (`\n\n`, `\n\r\n`) in a file: Spark's line reader yields each as a row (a malformed
-    line), DuckDB's CSV reader skips them, so the engine counts them itself, beside DuckDB's scan.
+    """Empty lines (`\n\n`, `\n\r\n`) in a file (`scan_source`)."""
+    return scan_source(path)[0]
 
-    One regex search over the mapped file says whether there is any (measured: a sixth of the CPU of
-    counting every chunk with numpy, which was an eighth of the engine's); only then are they counted.
-    A leading blank line never gets here (the preflight refuses it).
+
+def scan_source(path: str | os.PathLike) -> tuple[int, bool]:
+    """What DuckDB's line reader would miss, found beside its scan: (empty lines, whether the file holds the
+    reader's default control bytes, `READER_DEFAULT_BYTES`).
+
+    Empty lines (`\n\n`, `\n\r\n`): Spark's line reader yields each as a row (a malformed line), DuckDB's CSV
+    reader skips them, so the engine counts them itself. One regex search over the mapped file says whether
+    there is any (measured: a sixth of the CPU of counting every chunk with numpy, which was an eighth of the
+    engine's); only then are they counted. A leading blank line never gets here (the preflight refuses it).
+    The control bytes are two memchr passes over the same mapping (0.16 s for 2.3 GB).
     """
     import mmap
     import re
 
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            return 0
+            return 0, False
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            if re.search(rb"\n\r?\n", mapped) is None:
-                return 0
-    return _count_blank_lines_exactly(path)
+            holds_reader_bytes = any(mapped.find(b.encode()) != -1 for b in READER_DEFAULT_BYTES)
+            any_blank = re.search(rb"\n\r?\n", mapped) is not None
+    return (_count_blank_lines_exactly(path) if any_blank else 0), holds_reader_bytes
 
 
 def _count_blank_lines_exactly(path: str | os.PathLike) -> int:
@@ -206,12 +212,13 @@ def plain_line_pattern() -> str:
         f"({epoch})", ".*"])
 
 
-def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds, delimiter: str = "\x01",
-                nullstr: str = "\x02") -> str:
+def checked_sql(csv_path: str, layout: SourceLayout, bounds: MonthBounds,
+                delimiter: str = READER_DEFAULT_BYTES[0], nullstr: str = READER_DEFAULT_BYTES[1]) -> str:
     """Every source line -> its typed values, `time_digits`, `day` and `rule` (the first rule broken, null if none).
 
     The line text is kept for rejected rows only (the quarantine writes it; valid rows are rebuilt from values).
-    `delimiter` and `nullstr` must be absent from the file (`reader_control_bytes`), so each line reads whole.
+    `delimiter` and `nullstr` must be absent from the file (`scan_source`, `reader_control_bytes`), so each line
+    reads whole.
     """
     header = f"WHERE line <> {_sql_string(layout.header)}" if layout.header is not None else ""
     digits_ms, digits_us = TIME_UNIT_DIGITS["ms"], TIME_UNIT_DIGITS["us"]
@@ -369,11 +376,16 @@ class DuckDBEngine:
         csv_path = str(self.lake.path(self.source_key))
         # One scan: every row typed and judged, in file order (the table's rowid is the line's position).
         with ThreadPoolExecutor(max_workers=1) as scan:
-            blank_lines = scan.submit(count_blank_lines, csv_path)
-            delimiter, nullstr = reader_control_bytes(csv_path)
-            con.execute(f"CREATE TABLE checked AS {checked_sql(csv_path, self.layout, bounds, delimiter, nullstr)}")
-            if blanks := blank_lines.result():  # rows as Spark reads them: an empty line, malformed
-                con.execute(f"INSERT INTO checked (line, rule) SELECT '', 'seven_fields' FROM range({blanks})")
+            scanned = scan.submit(scan_source, csv_path)
+            con.execute(f"CREATE TABLE checked AS {checked_sql(csv_path, self.layout, bounds)}")
+            blanks, holds_reader_bytes = scanned.result()
+        if holds_reader_bytes:  # some lines were read cut at a control byte: again, with two the file lacks
+            log.info(f"etl: {partition}: the file holds the line reader's control bytes; reading it again")
+            con.execute("DROP TABLE checked")
+            con.execute(f"CREATE TABLE checked AS "
+                        f"{checked_sql(csv_path, self.layout, bounds, *reader_control_bytes(csv_path))}")
+        if blanks:  # rows as Spark reads them: an empty line, malformed
+            con.execute(f"INSERT INTO checked (line, rule) SELECT '', 'seven_fields' FROM range({blanks})")
         rows_in, rows_rejected_seen, low, high = con.execute(
             "SELECT count(*), count(rule), min(time_digits) FILTER (time_us IS NOT NULL), "
             "max(time_digits) FILTER (time_us IS NOT NULL) FROM checked").fetchone()
