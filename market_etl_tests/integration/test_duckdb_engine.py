@@ -187,3 +187,13 @@ def test_the_line_reader_takes_control_bytes_the_file_does_not_hold(tmp_path):
     path.write_bytes("".join(READER_CONTROL_BYTES[1:]).encode() + b"\n")  # only the first is absent
     with pytest.raises(SourceError, match="MARKET_ETL_ETL_ENGINE=spark"):
         reader_control_bytes(path)
+
+
+def test_a_line_that_is_not_utf8_fails_the_run_naming_the_line(tmp_path):
+    lake = LocalLake(tmp_path / "lake")
+    good = "{},93576.00000000,0.00136000,127.26336000,1751328000010866,True,True"
+    source = "\n".join(good.format(i) for i in range(1, 2000)).encode().replace(b"1500,", b"1500\xff,", 1)
+    lake.put_bytes(lake_key(Zone.RAW_UNZIPPED, JULY), source + b"\n")
+    with pytest.raises(SourceError, match=r"line 1500 is not UTF-8.*MARKET_ETL_ETL_ENGINE=spark"):
+        run_duckdb_etl(JULY, lake)
+    assert not list(lake.list(lake_key(Zone.PROCESSED) + "/"))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +156,6 @@ def scan_source(path: str | os.PathLike) -> tuple[int, bool]:
     The control bytes are two memchr passes over the same mapping (0.16 s for 2.3 GB).
     """
     import mmap
-    import re
 
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
@@ -370,6 +370,21 @@ class DuckDBEngine:
             except OSError:
                 pass
 
+    def _read_checked(self, con, query: str) -> None:
+        """The `checked` table from `query`; a line that is not UTF-8 fails the run with a SourceError naming it."""
+        import duckdb
+
+        try:
+            con.execute(f"CREATE TABLE checked AS {query}")
+        except duckdb.InvalidInputException as err:
+            if "Invalid unicode" not in str(err):
+                raise
+            where = re.search(r"CSV Error on Line: (\d+)", str(err))
+            raise SourceError(
+                f"{self.lake.uri(self.source_key)}: line {where.group(1) if where else '?'} is not UTF-8, which the "
+                "DuckDB engine cannot read; the Spark engine quarantines such a line (MARKET_ETL_ETL_ENGINE=spark)"
+            ) from None
+
     def _run(self, con, reject_tolerance: float):
         partition, clock = self.partition, time.perf_counter()
         bounds = MonthBounds.of(partition)
@@ -377,13 +392,12 @@ class DuckDBEngine:
         # One scan: every row typed and judged, in file order (the table's rowid is the line's position).
         with ThreadPoolExecutor(max_workers=1) as scan:
             scanned = scan.submit(scan_source, csv_path)
-            con.execute(f"CREATE TABLE checked AS {checked_sql(csv_path, self.layout, bounds)}")
+            self._read_checked(con, checked_sql(csv_path, self.layout, bounds))
             blanks, holds_reader_bytes = scanned.result()
         if holds_reader_bytes:  # some lines were read cut at a control byte: again, with two the file lacks
             log.info(f"etl: {partition}: the file holds the line reader's control bytes; reading it again")
             con.execute("DROP TABLE checked")
-            con.execute(f"CREATE TABLE checked AS "
-                        f"{checked_sql(csv_path, self.layout, bounds, *reader_control_bytes(csv_path))}")
+            self._read_checked(con, checked_sql(csv_path, self.layout, bounds, *reader_control_bytes(csv_path)))
         if blanks:  # rows as Spark reads them: an empty line, malformed
             con.execute(f"INSERT INTO checked (line, rule) SELECT '', 'seven_fields' FROM range({blanks})")
         rows_in, rows_rejected_seen, low, high = con.execute(
