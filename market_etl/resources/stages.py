@@ -70,7 +70,9 @@ def host_pool_slot(context: dg.AssetExecutionContext) -> Iterator[None]:
     Dagster's pool already queues the step, but on the local instance's SQLite storage two processes can
     claim the same slot row (no row locks: the claim is a read, then an update), so under load a third
     download could start next to two others. A lock per slot under the instance's directory makes the limit
-    exact on one machine; the operating system releases it when a process dies, so nothing goes stale."""
+    exact on one machine. The step's process holds it, so the operating system releases it when that process
+    dies and nothing goes stale; a stage that outlives its step (a cancelled run whose stage ignores the stop
+    past Dagster's grace period) runs on outside the count until it ends."""
     pool = context.op_def.pool
     storage = context.instance.event_log_storage
     if not pool or not storage.supports_global_concurrency_limits:
@@ -85,20 +87,18 @@ def host_pool_slot(context: dg.AssetExecutionContext) -> Iterator[None]:
     waiting_since = None
     while True:
         for slot in range(limit):
-            handle = open(folder / f"{slot}.lock", "a")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            waited = "" if waiting_since is None else f" after waiting {time.monotonic() - waiting_since:.1f} s"
-            context.log.info(f"pool {pool}: host slot {slot} taken{waited}")
-            try:
-                yield
-            finally:
-                context.log.info(f"pool {pool}: host slot {slot} released")
-                handle.close()  # closing the file releases the lock
-            return
+            with open(folder / f"{slot}.lock", "a") as handle:  # closing the file releases the lock
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                waited = "" if waiting_since is None else f" after waiting {time.monotonic() - waiting_since:.1f} s"
+                context.log.info(f"pool {pool}: host slot {slot} taken{waited}")
+                try:
+                    yield
+                finally:
+                    context.log.info(f"pool {pool}: host slot {slot} released")
+                return
         if waiting_since is None:
             waiting_since = time.monotonic()
             context.log.info(f"pool {pool}: all {limit} host slots busy; waiting")

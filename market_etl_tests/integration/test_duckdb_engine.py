@@ -13,9 +13,9 @@ from market_etl.lake import LocalLake
 from market_etl.stages import etl
 from market_etl.stages.engines.duckdb_engine import (
     READER_CONTROL_BYTES,
-    count_blank_lines,
     reader_control_bytes,
     run_duckdb_etl,
+    scan_source,
 )
 from market_etl_tests.imports import modules_imported_by
 
@@ -107,7 +107,7 @@ def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, 
     path.write_bytes(text)
     for chunk in (1, 2, 3, 1 << 20):
         monkeypatch.setattr(duckdb_engine, "BLANK_SCAN_CHUNK", chunk)
-        assert count_blank_lines(path) == blanks, chunk
+        assert scan_source(path) == (blanks, False), chunk
 
 
 def test_the_local_catalog_publishes_files_that_carry_their_partition_columns(lake):
@@ -181,8 +181,10 @@ def test_the_stage_on_the_duckdb_engine_never_imports_pyspark(lake, monkeypatch)
 def test_the_line_reader_takes_control_bytes_the_file_does_not_hold(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b"1,2\x01,3\n\x02\n")
+    assert scan_source(path) == (0, True)
     assert reader_control_bytes(path) == ("\x03", "\x04")
     path.write_bytes(b"1,2,3\n")
+    assert scan_source(path) == (0, False)
     assert reader_control_bytes(path) == ("\x01", "\x02")
     path.write_bytes("".join(READER_CONTROL_BYTES[1:]).encode() + b"\n")  # only the first is absent
     with pytest.raises(SourceError, match="MARKET_ETL_ETL_ENGINE=spark"):

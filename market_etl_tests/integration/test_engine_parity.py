@@ -261,3 +261,15 @@ def test_both_engines_agree_inside_a_dagster_run_with_the_session_of_pysparkreso
     compared = result.output_for_node("engines_compared")
     assert compared["spark"] == compared["duckdb"] and compared["same_checks"]
     assert rejected(duck_lake) == rejected(spark_lake)
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_by_spark_and_fails_the_duckdb_engine(spark, tmp_path):
+    """The one input where the engines part (README, "ETL engines"): Spark reads the bad bytes as U+FFFD and
+    rejects the line; DuckDB's reader cannot read it, so that engine fails the partition naming the line."""
+    source = written([line(1), line(2), line(3)])(tmp_path).replace(b"\n2,93576", b"\n2,9\xff3576", 1)
+    spark_lake, duck_lake = lakes_with(source, tmp_path)
+    by_spark = run_etl(spark, JULY, spark_lake)
+    assert (by_spark.metadata["rows_written"], by_spark.metadata["rows_rejected"]) == (2, 1)
+    with pytest.raises(SourceError, match="line 2 is not UTF-8"):
+        run_duckdb_etl(JULY, duck_lake)
+    assert not list(duck_lake.list(lake_key(Zone.PROCESSED) + "/"))

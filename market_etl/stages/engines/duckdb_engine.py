@@ -116,7 +116,8 @@ BLANK_SCAN_CHUNK = 64 * 1024 * 1024
 
 #: Bytes the CSV reader may use as its field delimiter and null string, which must not occur in the file: the
 #: reader splits each line on the delimiter and keeps its first field only (a line holding one would be cut
-#: short, and a cut line could pass every rule), and a line equal to the null string would read as no line.
+#: short, and a cut line could pass every rule), and a line equal to the null string would read as NULL (no text
+#: to quarantine).
 READER_CONTROL_BYTES = tuple(chr(b) for b in (*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
 #: The pair used unless the file holds one of them (Binance writes neither).
 READER_DEFAULT_BYTES = READER_CONTROL_BYTES[:2]
@@ -125,7 +126,8 @@ READER_DEFAULT_BYTES = READER_CONTROL_BYTES[:2]
 def reader_control_bytes(path: str | os.PathLike) -> tuple[str, str]:
     """(delimiter, null string) for reading `path` line by line: the first two control bytes it does not hold.
 
-    Only for a file that holds a default one (`scan_source`); reads it in chunks, so memory stays bounded."""
+    A whole extra pass over the file, in chunks (memory stays bounded): the engine runs it only for a file that
+    holds a default one (`scan_source`), which Binance's files never do."""
     present: set[str] = set()
     buffer = bytearray(BLANK_SCAN_CHUNK)
     with open(path, "rb", buffering=0) as f:
@@ -138,11 +140,6 @@ def reader_control_bytes(path: str | os.PathLike) -> tuple[str, str]:
                           "read it line by line; it is not a Binance trades CSV (MARKET_ETL_ETL_ENGINE=spark "
                           "reads it)")
     return absent[0], absent[1]
-
-
-def count_blank_lines(path: str | os.PathLike) -> int:
-    """Empty lines (`\n\n`, `\n\r\n`) in a file (`scan_source`)."""
-    return scan_source(path)[0]
 
 
 def scan_source(path: str | os.PathLike) -> tuple[int, bool]:
@@ -383,7 +380,7 @@ class DuckDBEngine:
             raise SourceError(
                 f"{self.lake.uri(self.source_key)}: line {where.group(1) if where else '?'} is not UTF-8, which the "
                 "DuckDB engine cannot read; the Spark engine quarantines such a line (MARKET_ETL_ETL_ENGINE=spark)"
-            ) from None
+            ) from err
 
     def _run(self, con, reject_tolerance: float):
         partition, clock = self.partition, time.perf_counter()
@@ -394,7 +391,7 @@ class DuckDBEngine:
             scanned = scan.submit(scan_source, csv_path)
             self._read_checked(con, checked_sql(csv_path, self.layout, bounds))
             blanks, holds_reader_bytes = scanned.result()
-        if holds_reader_bytes:  # some lines were read cut at a control byte: again, with two the file lacks
+        if holds_reader_bytes:  # lines may have been read cut short or as NULL: again, with two the file lacks
             log.info(f"etl: {partition}: the file holds the line reader's control bytes; reading it again")
             con.execute("DROP TABLE checked")
             self._read_checked(con, checked_sql(csv_path, self.layout, bounds, *reader_control_bytes(csv_path)))
