@@ -185,6 +185,8 @@ def locate_member(fp: BinaryIO, archive_size: int, expected_name: str,
         infos = zipfile.ZipFile(fp).infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, struct.error) as err:
         raise CorruptArchive(f"central directory is damaged: {err}") from err
+    except UnicodeDecodeError as err:  # the UTF-8 name flag set on a name that is not UTF-8
+        raise CorruptArchive(f"central directory is damaged: a member name flagged UTF-8 is not ({err})") from err
     if len(infos) != 1:
         raise UnsafeArchive(f"archive lists {len(infos)} members; expected exactly 1 ({expected_name!r})")
     info = infos[0]

@@ -327,6 +327,15 @@ def test_any_damage_fails_as_a_bad_archive_or_changes_nothing(method, data):
     assert out.getvalue() == SMALL_CSV
 
 
+def test_a_member_name_flagged_utf8_that_is_not_is_a_damaged_archive(any_lake):
+    """Found by the property above: one flipped flag bit (0x800, "name is UTF-8") over a name byte that is not."""
+    archive = make_zip([(NAME, csv_bytes(10))])
+    put_raw(any_lake, patch_headers(archive, name=b"\xc2" + NAME.encode()[1:], flags=0x800))
+    with pytest.raises(CorruptArchive, match="flagged UTF-8"):
+        unzip_partition(PARTITION, any_lake)
+    assert_nothing_visible(any_lake)
+
+
 # ----------------------------------------------------------------------------- case 10: unexpected members
 
 def _renamed(name: bytes, *, local_only: bool = False) -> bytes:
