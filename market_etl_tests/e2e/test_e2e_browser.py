@@ -222,13 +222,6 @@ query ($key: AssetKeyInput!, $partitions: [String!]) {
   }
 }
 """
-RUN_LOG = """
-query ($runId: ID!) {
-  logsForRun(runId: $runId, limit: 5000) {
-    ... on EventConnection { events { __typename ... on MessageEvent { message stepKey } } }
-  }
-}
-"""
 
 
 def _latest(graphql, path: list[str], partition: TradePartition) -> dict:
@@ -251,7 +244,7 @@ def test_processed_trades_latest_materialisation_carries_row_count_and_column_sc
 
 def test_the_runs_log_shows_progress_of_download_and_unzip_and_the_etl_phases(backfilled):
     run_id = _latest(backfilled.graphql, ["raw", "trades_zip"], GOOD)["runId"]
-    events = backfilled.graphql(RUN_LOG, runId=run_id)["logsForRun"]["events"]
+    events = backfilled.graphql.run_logs(run_id)
     messages = [e.get("message") or "" for e in events]
     assert any(f"downloading {GOOD}: " in m and "MB/s" in m and "ETA" in m for m in messages), messages
     assert any(f"inflating {GOOD}: " in m and "MB/s" in m for m in messages), messages

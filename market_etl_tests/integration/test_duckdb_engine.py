@@ -106,7 +106,7 @@ def test_blank_lines_are_counted_across_chunk_boundaries(tmp_path, monkeypatch, 
     path = tmp_path / "f.csv"
     path.write_bytes(text)
     for chunk in (1, 2, 3, 1 << 20):
-        monkeypatch.setattr(duckdb_engine, "BLANK_SCAN_CHUNK", chunk)
+        monkeypatch.setattr(duckdb_engine, "SCAN_CHUNK_BYTES", chunk)
         assert scan_source(path) == (blanks, False), chunk
 
 

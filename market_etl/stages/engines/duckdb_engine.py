@@ -112,7 +112,7 @@ def _macros(con) -> None:
             END""")
 
 
-BLANK_SCAN_CHUNK = 64 * 1024 * 1024
+SCAN_CHUNK_BYTES = 64 * 1024 * 1024
 
 #: Bytes the CSV reader may use as its field delimiter and null string, which must not occur in the file: the
 #: reader splits each line on the delimiter and keeps its first field only (a line holding one would be cut
@@ -129,7 +129,7 @@ def reader_control_bytes(path: str | os.PathLike) -> tuple[str, str]:
     A whole extra pass over the file, in chunks (memory stays bounded): the engine runs it only for a file that
     holds a default one (`scan_source`), which Binance's files never do."""
     present: set[str] = set()
-    buffer = bytearray(BLANK_SCAN_CHUNK)
+    buffer = bytearray(SCAN_CHUNK_BYTES)
     with open(path, "rb", buffering=0) as f:
         while size := f.readinto(buffer):
             present |= {b for b in READER_CONTROL_BYTES
@@ -169,7 +169,7 @@ def _count_blank_lines_exactly(path: str | os.PathLike) -> int:
 
     blanks, carry = 0, np.zeros(0, dtype=np.uint8)
     with open(path, "rb") as f:
-        while chunk := f.read(BLANK_SCAN_CHUNK):
+        while chunk := f.read(SCAN_CHUNK_BYTES):
             data = np.concatenate([carry, np.frombuffer(chunk, dtype=np.uint8)])
             newlines = np.flatnonzero(data == 10)
             if newlines.size:
